@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# Install everything the tests need and run the whole suite (unit + integration + e2e).
+#
+# Works on a fresh clone: creates/reuses .venv, installs the pinned requirements, then runs pytest.
+# Exits non-zero when anything fails. Extra arguments go to pytest, e.g.
+#   ./scripts/run-tests.sh tests/unit -k alpha
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$ROOT"
+
+"$ROOT/scripts/setup-env.sh"
+VENV="${VENV_DIR:-$ROOT/.venv}"
+
+# Tests must never talk to the real APIs or cloud: make sure stray settings from a
+# developer's shell or .env cannot point them anywhere but loopback.
+export PIPELINE_ENV_FILE=/dev/null
+unset ALPHA_VANTAGE_API_KEY SLACK_WEBHOOK_URL AWS_ENDPOINT_URL S3_BUCKET BIGQUERY_API_ENDPOINT || true
+
+echo "==> Running the test suite"
+set +e
+"$VENV/bin/python" -m pytest "${@:-tests}"
+status=$?
+set -e
+if [ "$status" -eq 5 ]; then
+  echo "pytest collected no tests: treating that as a failure" >&2
+  exit 1
+fi
+exit "$status"
