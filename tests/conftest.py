@@ -1,0 +1,5 @@
+"""Shared pytest set-up. Fixtures live in tests/fixtures/, one module per stand-in service."""
+
+pytest_plugins = [
+    "tests.fixtures.market_data",
+]
