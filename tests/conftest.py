@@ -2,4 +2,5 @@
 
 pytest_plugins = [
     "tests.fixtures.market_data",
+    "tests.fixtures.moto_server",
 ]
