@@ -1,0 +1,527 @@
+"""Alpha Vantage client: daily prices (TIME_SERIES_DAILY, JSON) for one symbol.
+
+Alpha Vantage answers almost everything with HTTP 200, errors included, so the status code
+tells us little. Every reply is sorted into one class by `classify_reply` (its top-level keys
+first, then careful text matching), and each class has one action:
+
+    data             {"Meta Data": ..., "Time Series (Daily)": {...}}  -> parse (values stay strings)
+    throttled        {"Information": "... (1 request per second) ..."}  -> wait 60 s, retry (2 times at most)
+    quota_exhausted  {"Information": "... 25 requests per day ..."}     -> mark today used up; fall back
+    premium_only     {"Information": "... premium endpoint ..."}        -> never retry; fall back
+    invalid_symbol   {"Error Message": "Invalid API call. ..."}          -> never retry; fall back
+    bad_key          {"Error Message": "... apikey is invalid ..."}     -> stop the run (ConfigurationError)
+    empty            a data reply whose time series is {}               -> no data here; fall back
+    malformed        HTML, truncated JSON, a list, unknown keys         -> retry with backoff, then fall back
+
+HTTP failures (5xx, 429, timeouts, connection errors) are retried by the shared HTTP helper
+(`request_with_retries`). Every HTTP try, retries included, first passes the rate limiter and
+the daily quota (see `_MeteredSession`), so the client-side limits hold exactly.
+
+"Fall back" means: raise a `SourceError` subclass; the sources orchestrator then tries the
+next source (e.g. Yahoo) for that symbol.
+
+Example:
+    >>> from datetime import date
+    >>> settings = load_settings()
+    >>> result = fetch_daily_prices("IBM", date(2024, 1, 2), date(2024, 1, 31), settings)
+    >>> list(result.prices.columns)
+    ['symbol', 'trade_date', 'open', 'high', 'low', 'close', 'volume', 'source']
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from datetime import date, timedelta
+
+import numpy as np
+import pandas as pd
+import requests
+
+from src.config import ConfigurationError, Settings, redact, require_alpha_vantage_key
+from src.ingestion.fetch_result import PRICE_FRAME_COLUMNS, FetchResult, utc_now_iso
+from src.ingestion.http_client import HttpRequestError, request_with_retries
+from src.ingestion.rate_limit import DailyQuota, RateLimiter, eastern_today
+from src.ingestion.symbols import normalize_symbol
+
+logger = logging.getLogger(__name__)
+
+SOURCE_NAME = "alpha_vantage"
+FUNCTION = "TIME_SERIES_DAILY"
+META_KEY = "Meta Data"
+SERIES_KEY = "Time Series (Daily)"
+# Field names inside one day of the time series -> our column names.
+FIELD_KEYS = {
+    "1. open": "open",
+    "2. high": "high",
+    "3. low": "low",
+    "4. close": "close",
+    "5. volume": "volume",
+}
+# outputsize=compact returns the latest 100 data points (trading days).
+COMPACT_POINTS = 100
+# A throttled symbol is retried at most this many times, waiting a whole rate-limit window
+# (60 s) before each retry so the server's per-minute counter has certainly moved on.
+THROTTLE_RETRIES = 2
+THROTTLE_WAIT_SECONDS = 60.0
+# The local mock server adds this key to "Meta Data" when it serves synthetic demo data
+# (not market prices); such rows get source "synthetic" so nobody mistakes them for real ones.
+SYNTHETIC_MARKER_KEY = "6. Synthetic Data"
+
+REPLY_CLASSES = (
+    "data",
+    "throttled",
+    "quota_exhausted",
+    "premium_only",
+    "invalid_symbol",
+    "bad_key",
+    "empty",
+    "malformed",
+)
+
+
+class SourceError(Exception):
+    """This source cannot give data for this symbol now: try the next source.
+
+    Attributes:
+        reason: a short, secret-free explanation, e.g. "premium endpoint".
+        symbol: the symbol concerned ("" when not known).
+        source: the source that failed, e.g. "alpha_vantage" ("" when not known).
+    """
+
+    def __init__(self, reason: str, *, symbol: str = "", source: str = ""):
+        super().__init__(reason)
+        self.reason = reason
+        self.symbol = symbol
+        self.source = source
+
+
+class PremiumOnlyError(SourceError):
+    """The request needs a premium plan (premium endpoint or outputsize=full). Never retried."""
+
+
+class QuotaExhaustedError(SourceError):
+    """The daily quota is used up: no more calls to this source until tomorrow (US/Eastern)."""
+
+
+class NoDataError(SourceError):
+    """The source answered, but has no rows for this symbol and date range."""
+
+
+class InvalidSymbolError(SourceError):
+    """The source does not know this symbol. Never retried."""
+
+
+class SourceUnavailableError(SourceError):
+    """The source kept failing (5xx, timeouts, HTML, truncated replies, throttling) after the retries."""
+
+
+def _classify_message(text: str) -> str | None:
+    """Classify the text of an "Information" / "Note" / "Error Message" reply, or return None.
+
+    The order matters: the burst-throttle text also mentions "25 requests per day" and
+    "premium plans", so throttling is recognised before the daily quota, and "premium" alone
+    is not enough (only "premium endpoint" / "premium feature" mean premium-only).
+    """
+    lowered = text.lower()
+    if any(words in lowered for words in ("1 request per second", "spreading out", "per minute")):
+        return "throttled"
+    if "premium endpoint" in lowered or "premium feature" in lowered:
+        return "premium_only"
+    if "requests per day" in lowered:
+        return "quota_exhausted"
+    # "the parameter apikey is invalid or missing", or the demo key's "claim your free API key".
+    if ("apikey" in lowered and ("invalid" in lowered or "missing" in lowered)) or (
+        "claim your free api key" in lowered
+    ):
+        return "bad_key"
+    if "invalid api call" in lowered:
+        return "invalid_symbol"
+    return None
+
+
+def classify_reply(payload: object) -> str:
+    """Sort a parsed Alpha Vantage reply into one class (see the table in the module docstring).
+
+    Structure first (which top-level keys are there, with which types), then text matching on
+    the message.
+
+    Args:
+        payload: the parsed JSON reply (None or anything else when the body was not JSON).
+
+    Returns:
+        One of "data", "throttled", "quota_exhausted", "premium_only", "invalid_symbol",
+        "bad_key", "empty", "malformed".
+
+    Example:
+        >>> classify_reply({"Error Message": "Invalid API call. Please retry or visit the documentation"})
+        'invalid_symbol'
+    """
+    if not isinstance(payload, dict):
+        return "malformed"
+
+    if META_KEY in payload:
+        meta = payload[META_KEY]
+        if not isinstance(meta, dict):
+            return "malformed"
+        # A good reply's "1. Information" is a description ("Daily Prices (open, high, ...)").
+        info = str(meta.get("1. Information", ""))
+        meta_class = _classify_message(info)
+        if meta_class is not None:
+            return meta_class
+        if "error" in info.lower() or "invalid" in info.lower():
+            return "malformed"
+        if SERIES_KEY not in payload:
+            return "malformed"
+        series = payload[SERIES_KEY]
+        if not isinstance(series, dict):
+            return "malformed"
+        if not series:
+            return "empty"
+        if not all(isinstance(day, dict) for day in series.values()):
+            return "malformed"
+        return "data"
+
+    if "Error Message" in payload:
+        text = str(payload["Error Message"])
+        if _classify_message(text) == "bad_key":
+            return "bad_key"
+        # Function, outputsize and datatype are fixed by this module, so the one parameter that
+        # can make our request invalid is the symbol.
+        return "invalid_symbol"
+
+    for key in ("Information", "Note"):
+        if key in payload:
+            message_class = _classify_message(str(payload[key]))
+            if message_class is not None:
+                return message_class
+            if key == "Note":
+                return "throttled"  # the legacy rate-limit reply always came as a "Note"
+    return "malformed"
+
+
+def parse_daily_prices(payload: dict, symbol: str) -> pd.DataFrame:
+    """Turn a "data" reply into the normalised price frame, oldest day first.
+
+    Values stay the strings Alpha Vantage sent ("187.1500", "82488700"); a missing field
+    becomes NaN. The validator converts and checks them later. Dates are US/Eastern trading
+    days, already in 'YYYY-MM-DD' form; keys that are not such dates are dropped with a warning.
+
+    Args:
+        payload: a reply that `classify_reply` calls "data" or "empty".
+        symbol: the validated symbol.
+
+    Returns:
+        Columns symbol, trade_date, open, high, low, close, volume, source. The source is
+        "alpha_vantage", or "synthetic" when the local mock server marked the data as synthetic.
+    """
+    meta = payload.get(META_KEY, {})
+    source = "synthetic" if SYNTHETIC_MARKER_KEY in meta else SOURCE_NAME
+    rows = []
+    for day, fields in payload.get(SERIES_KEY, {}).items():
+        try:
+            date.fromisoformat(day)
+        except (TypeError, ValueError):
+            logger.warning("%s %s: dropping a row with a bad date key %r", SOURCE_NAME, symbol, day)
+            continue
+        row = {"symbol": symbol, "trade_date": day}
+        for key, column in FIELD_KEYS.items():
+            row[column] = fields.get(key)
+        row["source"] = source
+        rows.append(row)
+    frame = pd.DataFrame(rows, columns=PRICE_FRAME_COLUMNS)
+    return frame.sort_values("trade_date").reset_index(drop=True)
+
+
+def compact_covers(start: date, today: date) -> bool:
+    """Return True when outputsize=compact (the latest 100 sessions) surely reaches back to `start`.
+
+    Weekdays are never fewer than trading sessions (holidays only remove sessions), so if
+    start..today holds at most 100 weekdays, the latest 100 sessions certainly include `start`.
+
+    Example:
+        >>> compact_covers(date(2024, 1, 2), today=date(2024, 3, 1))
+        True
+    """
+    weekdays = int(np.busday_count(start, today + timedelta(days=1)))
+    return weekdays <= COMPACT_POINTS
+
+
+class _MeteredSession:
+    """Wraps a requests.Session so that every HTTP try goes through the rate limiter and the quota.
+
+    `request_with_retries` retries 5xx replies and timeouts itself; each of those retries is
+    a real call that Alpha Vantage may count. Handing the helper this wrapper instead of the
+    bare session makes every try wait for the rate limiter and count against the daily quota,
+    and refuses to send anything once the quota is used up.
+    """
+
+    def __init__(
+        self,
+        session: requests.Session,
+        symbol: str,
+        rate_limiter: RateLimiter | None,
+        quota: DailyQuota | None,
+    ):
+        self.session = session
+        self.symbol = symbol
+        self.rate_limiter = rate_limiter
+        self.quota = quota
+
+    def request(self, method: str, url: str, **kwargs) -> requests.Response:
+        if self.quota is not None and self.quota.is_exhausted():
+            raise QuotaExhaustedError(
+                "daily quota used up (counted client-side); no request sent",
+                symbol=self.symbol,
+                source=SOURCE_NAME,
+            )
+        if self.rate_limiter is not None:
+            self.rate_limiter.wait()
+        if self.quota is not None:
+            self.quota.record_call()
+        return self.session.request(method, url, **kwargs)
+
+
+def _choose_outputsize(start: date, premium: bool, wanted: str) -> str:
+    """Return "compact" or "full" for a request starting at `start`.
+
+    outputsize=full (20+ years) is a premium feature: ask for it only with premium, and only
+    when compact might not reach back to `start`. Without premium, say that older rows need
+    premium or another source.
+    """
+    if compact_covers(start, eastern_today()):
+        return "compact"
+    if premium:
+        return "full"
+    logger.warning(
+        "%s %s: start is older than the latest %d sessions that outputsize=compact returns; "
+        "older rows need a premium key (outputsize=full) or another source",
+        SOURCE_NAME,
+        wanted,
+        COMPACT_POINTS,
+    )
+    return "compact"
+
+
+def _get_reply(
+    http: _MeteredSession,
+    settings: Settings,
+    params: dict,
+    symbol: str,
+    wanted: str,
+    sleep: Callable[[float], None],
+) -> object:
+    """Send one request through the shared HTTP helper and return the parsed JSON body.
+
+    Returns:
+        The parsed JSON, or None when the body is not JSON (HTML page, cut-off body).
+
+    Raises:
+        QuotaExhaustedError: a retry would go over today's quota (raised by _MeteredSession).
+        SourceUnavailableError: every HTTP try failed, or a non-retryable HTTP status came back.
+    """
+    try:
+        response = request_with_retries(
+            "GET",
+            settings.alpha_vantage_base_url,
+            session=http,
+            params=params,
+            timeout=(settings.http_connect_timeout, settings.http_read_timeout),
+            max_tries=settings.http_max_tries,
+            backoff_seconds=settings.http_backoff_seconds,
+            max_bytes=settings.http_max_response_bytes,
+            secrets=settings.secrets(),
+            context=f"{SOURCE_NAME} {symbol}",
+            sleep=sleep,
+        )
+    except QuotaExhaustedError as exc:
+        logger.warning("%s %s: %s", SOURCE_NAME, wanted, exc.reason)
+        raise
+    except HttpRequestError as exc:  # its message is already redacted
+        logger.warning("%s %s: giving up: %s", SOURCE_NAME, wanted, exc)
+        raise SourceUnavailableError(str(exc), symbol=symbol, source=SOURCE_NAME) from exc
+    if response.status_code != 200:
+        # Not worth retrying (the helper already retried 429 and 5xx): e.g. a 403 or 404 from a proxy.
+        reason = f"HTTP {response.status_code} from {SOURCE_NAME}"
+        logger.warning("%s %s: %s", SOURCE_NAME, wanted, reason)
+        raise SourceUnavailableError(reason, symbol=symbol, source=SOURCE_NAME)
+    try:
+        return response.json()
+    except ValueError:  # requests' JSONDecodeError is a ValueError
+        return None
+
+
+def fetch_daily_prices(
+    symbol: str,
+    start: date,
+    end: date,
+    settings: Settings,
+    *,
+    session: requests.Session | None = None,
+    rate_limiter: RateLimiter | None = None,
+    quota: DailyQuota | None = None,
+    sleep: Callable[[float], None] = time.sleep,
+) -> FetchResult:
+    """Fetch daily unadjusted prices for one symbol from Alpha Vantage (TIME_SERIES_DAILY).
+
+    The symbol is validated before any network use. Without premium the request uses
+    outputsize=compact (the latest 100 sessions); older rows then need premium or another
+    source, and a warning says so.
+
+    Args:
+        symbol: the ticker, e.g. "IBM" (validated with `normalize_symbol`).
+        start: first trading day wanted (inclusive).
+        end: last trading day wanted (inclusive).
+        settings: the pipeline settings (API key, URL, timeouts, retries, premium flag).
+        session: a requests.Session to reuse (tests pass their own).
+        rate_limiter: shared per-minute limiter; None sends without client-side pacing.
+        quota: shared daily quota; None does not count calls (the server's quota reply
+            still raises QuotaExhaustedError).
+        sleep: the sleep function for backoff and throttle waits (tests pass a fake).
+
+    Returns:
+        A FetchResult with source "alpha_vantage"; `prices` holds the rows from start to end,
+        oldest first, values as strings.
+
+    Raises:
+        InvalidSymbolInputError: the symbol is not a valid ticker (nothing was sent).
+        ConfigurationError: the API key is missing or Alpha Vantage rejects it.
+        QuotaExhaustedError: the daily quota is used up (no request is sent once it is known).
+        PremiumOnlyError: the request needs a premium plan.
+        InvalidSymbolError: Alpha Vantage does not know the symbol.
+        NoDataError: the reply has no rows between start and end.
+        SourceUnavailableError: HTTP failures, bad replies or throttling outlasted the retries.
+    """
+    symbol = normalize_symbol(symbol)
+    if end < start:
+        raise ValueError(f"end {end} is before start {start}")
+    api_key = require_alpha_vantage_key(settings)
+    secrets = settings.secrets()
+    wanted = f"{symbol} {start}..{end}"
+
+    outputsize = _choose_outputsize(start, settings.alpha_vantage_premium, wanted)
+    request_params = {"function": FUNCTION, "symbol": symbol, "outputsize": outputsize, "datatype": "json"}
+
+    if quota is not None and quota.is_exhausted():
+        logger.info("%s %s: daily quota used up; not calling", SOURCE_NAME, wanted)
+        raise QuotaExhaustedError("daily quota used up; no request sent", symbol=symbol, source=SOURCE_NAME)
+
+    http = _MeteredSession(session or requests.Session(), symbol, rate_limiter, quota)
+    bad_replies = 0
+    throttled = 0
+    while True:
+        payload = _get_reply(http, settings, {**request_params, "apikey": api_key}, symbol, wanted, sleep)
+        fetched_at = utc_now_iso()
+        reply_class = classify_reply(payload)
+        if reply_class == "data":
+            break
+
+        message = redact(_reply_message(payload), secrets)
+        if reply_class == "malformed":
+            # An HTML error page or a body cut off mid-way: usually a passing hiccup.
+            bad_replies += 1
+            if bad_replies >= settings.http_max_tries:
+                reason = f"unusable reply {bad_replies} times (not JSON or unexpected shape): {message}"
+                logger.warning("%s %s: giving up: %s", SOURCE_NAME, wanted, reason)
+                raise SourceUnavailableError(reason, symbol=symbol, source=SOURCE_NAME)
+            wait = settings.http_backoff_seconds * 2 ** (bad_replies - 1)
+            logger.warning(
+                "%s %s: unusable reply (%s); try %d/%d, retrying in %.1f s",
+                SOURCE_NAME,
+                wanted,
+                message,
+                bad_replies,
+                settings.http_max_tries,
+                wait,
+            )
+            sleep(wait)
+            continue
+        if reply_class == "throttled":
+            throttled += 1
+            if throttled > THROTTLE_RETRIES:
+                reason = f"still throttled after {THROTTLE_RETRIES} retries: {message}"
+                logger.warning("%s %s: giving up: %s", SOURCE_NAME, wanted, reason)
+                raise SourceUnavailableError(reason, symbol=symbol, source=SOURCE_NAME)
+            logger.warning(
+                "%s %s: throttled (%s); retry %d/%d in %.0f s",
+                SOURCE_NAME,
+                wanted,
+                message,
+                throttled,
+                THROTTLE_RETRIES,
+                THROTTLE_WAIT_SECONDS,
+            )
+            sleep(THROTTLE_WAIT_SECONDS)
+            continue
+        _raise_for_reply(reply_class, message, symbol, wanted, quota)
+
+    all_prices = parse_daily_prices(payload, symbol)
+    in_range = all_prices["trade_date"].between(start.isoformat(), end.isoformat())
+    prices = all_prices[in_range].reset_index(drop=True)
+    if prices.empty:
+        covered = (
+            f"the reply covers {all_prices['trade_date'].iloc[0]}..{all_prices['trade_date'].iloc[-1]}"
+            if not all_prices.empty
+            else "the reply has no valid dates"
+        )
+        reason = f"no rows between {start} and {end}; {covered}"
+        logger.warning("%s %s: %s", SOURCE_NAME, wanted, reason)
+        raise NoDataError(reason, symbol=symbol, source=SOURCE_NAME)
+
+    logger.info(
+        "%s %s: %d rows (%s..%s, outputsize=%s)",
+        SOURCE_NAME,
+        wanted,
+        len(prices),
+        prices["trade_date"].iloc[0],
+        prices["trade_date"].iloc[-1],
+        outputsize,
+    )
+    return FetchResult(
+        symbol=symbol,
+        source=SOURCE_NAME,
+        prices=prices,
+        raw_payload=payload,
+        request_params=request_params,
+        fetched_at=fetched_at,
+    )
+
+
+def _reply_message(payload: object) -> str:
+    """Return the human message of a non-data reply, shortened for logs (not yet redacted)."""
+    if isinstance(payload, dict):
+        for key in ("Error Message", "Information", "Note"):
+            if key in payload:
+                return str(payload[key])[:300]
+        return f"JSON object with keys {sorted(payload)[:5]}"
+    if payload is None:
+        return "body is not valid JSON"
+    return f"JSON {type(payload).__name__}, expected an object"
+
+
+def _raise_for_reply(
+    reply_class: str, message: str, symbol: str, wanted: str, quota: DailyQuota | None
+) -> None:
+    """Raise the exception that matches a final (not retried) reply class."""
+    if reply_class == "bad_key":
+        logger.error("%s %s: the API key was rejected: %s", SOURCE_NAME, wanted, message)
+        raise ConfigurationError(
+            f"Alpha Vantage rejected ALPHA_VANTAGE_API_KEY: {message} "
+            "Check the key in .env (or drop alpha_vantage from DATA_SOURCES)."
+        )
+    if reply_class == "quota_exhausted":
+        if quota is not None:
+            quota.mark_exhausted()
+        logger.warning("%s %s: daily quota exhausted: %s", SOURCE_NAME, wanted, message)
+        raise QuotaExhaustedError(f"daily quota exhausted: {message}", symbol=symbol, source=SOURCE_NAME)
+    if reply_class == "premium_only":
+        logger.warning("%s %s: premium only: %s", SOURCE_NAME, wanted, message)
+        raise PremiumOnlyError(f"premium only: {message}", symbol=symbol, source=SOURCE_NAME)
+    if reply_class == "invalid_symbol":
+        logger.warning("%s %s: unknown symbol: %s", SOURCE_NAME, wanted, message)
+        raise InvalidSymbolError(f"unknown symbol: {message}", symbol=symbol, source=SOURCE_NAME)
+    if reply_class == "empty":
+        logger.warning("%s %s: the reply has an empty time series", SOURCE_NAME, wanted)
+        raise NoDataError("empty time series", symbol=symbol, source=SOURCE_NAME)
+    raise ValueError(f"unexpected reply class {reply_class!r}")

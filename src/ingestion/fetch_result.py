@@ -1,0 +1,44 @@
+"""`FetchResult`: what every price source (Alpha Vantage, Yahoo, file) returns for one symbol.
+
+One small dataclass shared by all sources, so the orchestrator, the S3 landing code and the
+validator never need to know which source answered.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+import pandas as pd
+
+# The columns of the canonical "normalised prices" frame, in order.
+PRICE_FRAME_COLUMNS = ["symbol", "trade_date", "open", "high", "low", "close", "volume", "source"]
+
+
+@dataclass
+class FetchResult:
+    """The reply of one source for one symbol and date range.
+
+    Attributes:
+        symbol: the validated symbol, e.g. "IBM".
+        source: the source that answered: "alpha_vantage", "yahoo" or "file".
+        prices: the normalised frame (`PRICE_FRAME_COLUMNS`), filtered to the requested
+            start..end (inclusive) and sorted by trade_date. Values are still as the source
+            gave them (e.g. strings from Alpha Vantage); the validator converts them.
+        raw_payload: the untouched reply (parsed JSON, CSV text, ...) for the S3 raw zone.
+            It never contains the API key.
+        request_params: the request's parameters WITHOUT secrets (no apikey).
+        fetched_at: when the reply arrived, ISO 8601 in UTC, e.g. "2024-01-02T21:30:05+00:00".
+    """
+
+    symbol: str
+    source: str
+    prices: pd.DataFrame
+    raw_payload: object
+    request_params: dict
+    fetched_at: str
+
+
+def utc_now_iso() -> str:
+    """Return the current time as an ISO 8601 UTC string (seconds precision), for `fetched_at`."""
+    return datetime.now(UTC).isoformat(timespec="seconds")

@@ -1,0 +1,231 @@
+"""Tests for the Alpha Vantage rate limiter and daily quota (src/ingestion/rate_limit.py).
+
+The rate limiter runs on a fake clock: its sleep function just moves the clock forward, so
+ten minutes of calls take milliseconds and every call time is exact.
+"""
+
+import json
+import os
+import time
+from datetime import UTC, date, datetime
+
+import pytest
+
+from src.ingestion.rate_limit import QUOTA_FILE_NAME, DailyQuota, RateLimiter, eastern_today
+
+
+class FakeClock:
+    """A clock that only moves when someone sleeps on it. Pass `.now` as clock, `.sleep` as sleep."""
+
+    def __init__(self, start: float = 0.0):
+        self.time = start
+        self.sleeps: list[float] = []
+
+    def now(self) -> float:
+        return self.time
+
+    def sleep(self, seconds: float) -> None:
+        self.sleeps.append(seconds)
+        self.time += seconds
+
+
+def make_calls(limiter: RateLimiter, clock: FakeClock, count: int) -> list[float]:
+    """Call wait() `count` times back to back; return the fake time of each call."""
+    times = []
+    for _ in range(count):
+        limiter.wait()
+        times.append(clock.now())
+    return times
+
+
+def most_calls_in_any_window(times: list[float], window: float = 60.0) -> int:
+    """The largest number of calls inside any window [t, t + 60 s) that starts at a call."""
+    return max(sum(1 for other in times if start <= other < start + window) for start in times)
+
+
+# --- RateLimiter -------------------------------------------------------------------------
+
+
+def test_50_calls_at_5_per_minute_finish_at_544_seconds():
+    clock = FakeClock()
+    limiter = RateLimiter(calls_per_minute=5, min_interval_seconds=1.0, clock=clock.now, sleep=clock.sleep)
+
+    times = make_calls(limiter, clock, 50)
+
+    assert times[0] == 0.0
+    assert times[:6] == [0.0, 1.0, 2.0, 3.0, 4.0, 60.0]
+    assert times[-1] == 9 * 60 + 4  # 544 s: the earliest the 50th call may go
+    assert most_calls_in_any_window(times) == 5
+    assert min(later - earlier for earlier, later in zip(times, times[1:], strict=False)) == 1.0
+
+
+def test_30_per_minute_with_1_second_spacing():
+    clock = FakeClock()
+    limiter = RateLimiter(calls_per_minute=30, min_interval_seconds=1.0, clock=clock.now, sleep=clock.sleep)
+
+    times = make_calls(limiter, clock, 65)
+
+    # 30 calls one second apart (0..29 s), then the window is full until the first call is 60 s old.
+    assert times[:30] == [float(second) for second in range(30)]
+    assert times[30:60] == [float(second) for second in range(60, 90)]
+    assert times[60:] == [120.0, 121.0, 122.0, 123.0, 124.0]
+    assert most_calls_in_any_window(times) == 30
+
+
+def test_no_sleep_when_calls_are_already_spread_out():
+    clock = FakeClock()
+    limiter = RateLimiter(calls_per_minute=5, min_interval_seconds=1.0, clock=clock.now, sleep=clock.sleep)
+
+    slept = []
+    for _ in range(10):
+        slept.append(limiter.wait())
+        clock.time += 15.0  # the caller does other work between calls
+
+    assert slept == [0.0] * 10
+    assert clock.sleeps == []
+
+
+def test_waits_only_for_the_missing_part_of_the_interval():
+    clock = FakeClock()
+    limiter = RateLimiter(calls_per_minute=5, min_interval_seconds=1.0, clock=clock.now, sleep=clock.sleep)
+
+    limiter.wait()
+    clock.time += 0.25
+    slept = limiter.wait()
+
+    assert slept == 0.75
+    assert clock.now() == 1.0
+
+
+def test_full_window_frees_60_seconds_after_its_oldest_call():
+    clock = FakeClock()
+    limiter = RateLimiter(calls_per_minute=3, min_interval_seconds=0.0, clock=clock.now, sleep=clock.sleep)
+
+    times = make_calls(limiter, clock, 3)
+    clock.time = 10.0
+    times += make_calls(limiter, clock, 3)
+
+    # Without spacing the first three go at once; the 4th waits for the 1st to leave the window.
+    assert times == [0.0, 0.0, 0.0, 60.0, 60.0, 60.0]
+    assert clock.sleeps == [50.0]
+
+
+def test_real_clock_spacing_is_respected():
+    limiter = RateLimiter(calls_per_minute=100, min_interval_seconds=0.05)
+    started = time.monotonic()
+    for _ in range(3):
+        limiter.wait()
+    assert time.monotonic() - started >= 0.1
+
+
+@pytest.mark.parametrize(("calls_per_minute", "interval"), [(0, 1.0), (5, -1.0)])
+def test_rate_limiter_refuses_impossible_limits(calls_per_minute, interval):
+    with pytest.raises(ValueError):
+        RateLimiter(calls_per_minute=calls_per_minute, min_interval_seconds=interval)
+
+
+# --- DailyQuota ----------------------------------------------------------------------------
+
+
+class FakeToday:
+    """A calendar for DailyQuota: `.day` is today until the test changes it."""
+
+    def __init__(self, day: date):
+        self.day = day
+
+    def __call__(self) -> date:
+        return self.day
+
+
+def test_quota_counts_calls_and_saves_them(tmp_path):
+    today = FakeToday(date(2024, 1, 2))
+    quota = DailyQuota(tmp_path, daily_limit=3, today=today)
+
+    assert quota.remaining() == 3
+    assert quota.record_call() == 2
+    assert quota.record_call() == 1
+
+    assert quota.remaining() == 1
+    assert not quota.is_exhausted()
+    saved = json.loads((tmp_path / QUOTA_FILE_NAME).read_text())
+    assert saved == {"day": "2024-01-02", "calls": 2, "exhausted": False}
+
+
+def test_second_run_on_the_same_day_sees_what_is_left(tmp_path):
+    today = FakeToday(date(2024, 1, 2))
+    first_run = DailyQuota(tmp_path, daily_limit=3, today=today)
+    for _ in range(3):
+        first_run.record_call()
+
+    second_run = DailyQuota(tmp_path, daily_limit=3, today=today)
+
+    assert second_run.remaining() == 0
+    assert second_run.is_exhausted()
+    assert second_run.calls_today() == 3
+
+
+def test_next_day_starts_over(tmp_path):
+    today = FakeToday(date(2024, 1, 2))
+    quota = DailyQuota(tmp_path, daily_limit=3, today=today)
+    for _ in range(3):
+        quota.record_call()
+    quota.mark_exhausted()
+
+    today.day = date(2024, 1, 3)
+
+    assert quota.remaining() == 3
+    assert DailyQuota(tmp_path, daily_limit=3, today=today).remaining() == 3
+
+
+def test_mark_exhausted_leaves_nothing_for_the_rest_of_the_day(tmp_path):
+    today = FakeToday(date(2024, 1, 2))
+    quota = DailyQuota(tmp_path, daily_limit=25, today=today)
+    quota.record_call()
+
+    quota.mark_exhausted()
+
+    assert quota.remaining() == 0
+    assert quota.is_exhausted()
+    assert DailyQuota(tmp_path, daily_limit=25, today=today).is_exhausted()
+    saved = json.loads((tmp_path / QUOTA_FILE_NAME).read_text())
+    assert saved == {"day": "2024-01-02", "calls": 1, "exhausted": True}
+
+
+def test_zero_daily_limit_is_exhausted_from_the_start(tmp_path):
+    assert DailyQuota(tmp_path, daily_limit=0, today=FakeToday(date(2024, 1, 2))).is_exhausted()
+
+
+def test_unreadable_quota_file_starts_the_day_at_zero(tmp_path, caplog):
+    (tmp_path / QUOTA_FILE_NAME).write_text("{not json")
+    quota = DailyQuota(tmp_path, daily_limit=5, today=FakeToday(date(2024, 1, 2)))
+
+    assert quota.remaining() == 5
+    assert "unreadable" in caplog.text
+
+
+def test_state_dir_is_created(tmp_path):
+    state_dir = tmp_path / "state" / "nested"
+    DailyQuota(state_dir, daily_limit=5, today=FakeToday(date(2024, 1, 2))).record_call()
+    assert (state_dir / QUOTA_FILE_NAME).is_file()
+
+
+def test_failed_write_keeps_the_old_file_and_leaves_no_temp_file(tmp_path, monkeypatch):
+    quota = DailyQuota(tmp_path, daily_limit=5, today=FakeToday(date(2024, 1, 2)))
+    quota.record_call()
+
+    def broken_replace(source, target):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(os, "replace", broken_replace)
+    with pytest.raises(OSError, match="disk full"):
+        quota.record_call()
+
+    assert json.loads((tmp_path / QUOTA_FILE_NAME).read_text())["calls"] == 1
+    assert sorted(path.name for path in tmp_path.iterdir()) == [QUOTA_FILE_NAME]
+
+
+def test_eastern_today_uses_the_new_york_calendar():
+    # 03:00 UTC is still the previous evening in New York (UTC-5 in winter, UTC-4 in summer).
+    assert eastern_today(datetime(2024, 1, 2, 3, 0, tzinfo=UTC)) == date(2024, 1, 1)
+    assert eastern_today(datetime(2024, 7, 2, 3, 30, tzinfo=UTC)) == date(2024, 7, 1)
+    assert eastern_today(datetime(2024, 7, 2, 4, 0, tzinfo=UTC)) == date(2024, 7, 2)
