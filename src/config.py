@@ -24,6 +24,7 @@ import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from dotenv import dotenv_values
 
@@ -109,8 +110,16 @@ class Settings:
     log_level: str = "INFO"
 
     def secrets(self) -> list[str]:
-        """Return the secret values that must never appear in logs, errors or stored objects."""
-        return [value for value in (self.alpha_vantage_api_key, self.slack_webhook_url) if value]
+        """Return the secret values that must never appear in logs, errors or stored objects.
+
+        The webhook URL's path is listed on its own too: requests reports a failed connection
+        as "host='hooks.slack.com' ... url: /services/T/B/X", with the path apart from the host.
+        """
+        values = [self.alpha_vantage_api_key, self.slack_webhook_url]
+        webhook_path = urlsplit(self.slack_webhook_url).path
+        if len(webhook_path) > 1:
+            values.append(webhook_path)
+        return [value for value in values if value]
 
 
 def _to_bool(name: str, raw: str) -> bool:
@@ -245,8 +254,8 @@ def require_alpha_vantage_key(settings: Settings) -> str:
     """Return the Alpha Vantage key, or raise a clear error when it is needed but missing."""
     if not settings.alpha_vantage_api_key:
         raise ConfigurationError(
-            "ALPHA_VANTAGE_API_KEY is not set. Get a free key at https://www.alphavantage.co/support/#api-key "
-            "and put it in .env, or drop alpha_vantage from DATA_SOURCES (e.g. DATA_SOURCES=yahoo)."
+            "ALPHA_VANTAGE_API_KEY is not set. Get a free key at "
+            "https://www.alphavantage.co/support/#api-key and put it in .env, or drop alpha_vantage from DATA_SOURCES (e.g. DATA_SOURCES=yahoo)."
         )
     return settings.alpha_vantage_api_key
 
@@ -256,6 +265,9 @@ def require_alpha_vantage_key(settings: Settings) -> str:
 _SECRET_QUERY_PARAM = re.compile(r"(?i)\b(apikey|api_key|token|key)=([^&\s'\"]+)")
 # Slack webhook paths are secret too: the path *is* the credential.
 _SLACK_WEBHOOK = re.compile(r"https://hooks\.slack\.com/services/[A-Za-z0-9/_-]+")
+# requests' connection errors print the host and the path apart ("host='hooks.slack.com' ...
+# url: /services/T.../B.../..."), so the webhook path is redacted on its own too.
+_SLACK_WEBHOOK_PATH = re.compile(r"/services/T[A-Za-z0-9]+/B[A-Za-z0-9]+/[A-Za-z0-9]+")
 
 
 def redact(text: object, secrets: list[str] | tuple[str, ...] = ()) -> str:
@@ -281,7 +293,8 @@ def redact(text: object, secrets: list[str] | tuple[str, ...] = ()) -> str:
         if secret:
             message = message.replace(secret, "***")
     message = _SECRET_QUERY_PARAM.sub(lambda m: f"{m.group(1)}=***", message)
-    return _SLACK_WEBHOOK.sub("https://hooks.slack.com/services/***", message)
+    message = _SLACK_WEBHOOK.sub("https://hooks.slack.com/services/***", message)
+    return _SLACK_WEBHOOK_PATH.sub("/services/***", message)
 
 
 class RedactingFilter(logging.Filter):

@@ -3,4 +3,5 @@
 pytest_plugins = [
     "tests.fixtures.market_data",
     "tests.fixtures.moto_server",
+    "tests.fixtures.slack_catcher",
 ]

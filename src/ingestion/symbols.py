@@ -44,9 +44,10 @@ def normalize_symbol(raw: str) -> str:
     """
     if not isinstance(raw, str):
         raise InvalidSymbolInputError([repr(raw)])
-    symbol = raw.strip().upper()
-    # re's `$` also matches before a trailing newline; fullmatch does not.
-    if not SYMBOL_PATTERN.fullmatch(symbol) or not symbol.isascii():
+    # Trim spaces only: a newline or tab inside user input is refused, not silently removed.
+    symbol = raw.strip(" ").upper()
+    # Check ASCII on the raw input: upper() maps some non-ASCII letters to ASCII ('ı' -> 'I').
+    if not raw.isascii() or not SYMBOL_PATTERN.fullmatch(symbol):
         raise InvalidSymbolInputError([raw])
     return symbol
 

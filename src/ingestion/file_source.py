@@ -1,0 +1,176 @@
+"""The `file` source: daily prices from `<SYMBOL>.csv` files in a folder.
+
+For offline runs (the local stack's demo data) and for users who import their own history.
+Each file holds one symbol with the header `date,open,high,low,close,volume` and one row per
+trading day, dates as 'YYYY-MM-DD' (US/Eastern trading days), e.g.:
+
+    date,open,high,low,close,volume
+    2013-02-25,201.67,202.49,197.51,197.51,3844800
+
+Values are read as text (`dtype=str`), exactly like Alpha Vantage's strings: the validator
+decides what is a valid number, so a bad cell is quarantined there, with a reason, instead of
+being silently converted here.
+
+A folder written by `python -m src.local_stack.synthetic_data` contains a `SYNTHETIC.txt`
+note: its rows are labelled source "synthetic" (not "file"), so nobody mistakes them for
+market prices in the warehouse.
+
+Example:
+    >>> from datetime import date
+    >>> result = fetch_file_prices("IBM", date(2013, 2, 25), date(2013, 3, 1), Path("data/offline-real"))
+    >>> len(result.prices)
+    5
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import date
+from pathlib import Path
+
+import pandas as pd
+
+from src.ingestion.alpha_vantage import NoDataError, SourceError
+from src.ingestion.fetch_result import PRICE_FRAME_COLUMNS, FetchResult, utc_now_iso
+from src.ingestion.symbols import normalize_symbol
+from src.local_stack.synthetic_data import SYNTHETIC_NOTE_FILE
+
+logger = logging.getLogger(__name__)
+
+SOURCE_NAME = "file"
+SYNTHETIC_SOURCE_NAME = "synthetic"
+FILE_COLUMNS = ["date", "open", "high", "low", "close", "volume"]
+
+
+class FileFormatError(SourceError):
+    """The CSV file does not have exactly the expected columns. The message names them."""
+
+
+def price_file_path(symbol: str, data_dir: Path) -> Path:
+    """Return `<data_dir>/<SYMBOL>.csv` for a symbol that passes validation.
+
+    The file name is built only from a validated symbol (letters, digits, '.' and '-', starting
+    with a letter), so input like '../secrets' can never point outside `data_dir`.
+
+    Raises:
+        InvalidSymbolInputError: the symbol is not a valid ticker.
+
+    Example:
+        >>> price_file_path(" ibm ", Path("data/offline"))
+        PosixPath('data/offline/IBM.csv')
+    """
+    return Path(data_dir) / f"{normalize_symbol(symbol)}.csv"
+
+
+def read_price_file(path: Path) -> pd.DataFrame:
+    """Read one price CSV as text and check its columns.
+
+    Args:
+        path: the CSV file.
+
+    Returns:
+        The rows with the columns date, open, high, low, close, volume; every value is the
+        cell's text ("" for an empty cell).
+
+    Raises:
+        NoDataError: the file does not exist.
+        FileFormatError: not readable as a CSV, or columns are missing or unexpected (names
+            are compared after trimming spaces and lower-casing, so "Date, Open" is fine).
+    """
+    try:
+        # Every cell stays the exact text of the file: no number parsing, and no NA guessing
+        # (pandas would turn "n/a", "NA" or "null" into NaN). Empty cells stay "".
+        frame = pd.read_csv(path, dtype=str, keep_default_na=False, encoding="utf-8")
+    except FileNotFoundError:
+        raise NoDataError(f"no price file {path}", source=SOURCE_NAME) from None
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
+        raise FileFormatError(f"{path} is not a readable CSV file: {exc}", source=SOURCE_NAME) from exc
+    frame.columns = [str(column).strip().lower() for column in frame.columns]
+    missing = [column for column in FILE_COLUMNS if column not in frame.columns]
+    extra = [column for column in frame.columns if column not in FILE_COLUMNS]
+    if missing or extra:
+        raise FileFormatError(
+            f"{path} has the wrong columns (missing: {', '.join(missing) or 'none'}; "
+            f"unexpected: {', '.join(extra) or 'none'}); expected exactly {','.join(FILE_COLUMNS)}",
+            source=SOURCE_NAME,
+        )
+    return frame[FILE_COLUMNS]
+
+
+def fetch_file_prices(symbol: str, start: date, end: date, data_dir: Path) -> FetchResult:
+    """Read one symbol's daily prices from `<data_dir>/<SYMBOL>.csv`, keeping start..end.
+
+    Args:
+        symbol: the ticker, e.g. "IBM" (validated with `normalize_symbol` before any file use).
+        start: first trading day wanted (inclusive).
+        end: last trading day wanted (inclusive).
+        data_dir: the folder with the CSV files (settings.file_source_dir).
+
+    Returns:
+        A FetchResult with source "file". `prices` holds the rows from start to end, oldest
+        first, values as the strings in the file; its source column says "synthetic" when
+        the folder holds the SYNTHETIC.txt note. `raw_payload` is the CSV text of the selected
+        rows (header included), so it stays as small as the date range.
+
+    Raises:
+        InvalidSymbolInputError: the symbol is not a valid ticker (no file was opened).
+        NoDataError: no file for the symbol, or no rows between start and end.
+        FileFormatError: the file does not have exactly the expected columns.
+    """
+    symbol = normalize_symbol(symbol)
+    path = price_file_path(symbol, data_dir)
+    if end < start:
+        raise ValueError(f"end {end} is before start {start}")
+    wanted = f"{symbol} {start}..{end}"
+
+    try:
+        frame = read_price_file(path)
+    except SourceError as exc:
+        exc.symbol = symbol
+        logger.warning("%s %s: %s", SOURCE_NAME, wanted, exc.reason)
+        raise
+    fetched_at = utc_now_iso()
+
+    # Dates that are not 'YYYY-MM-DD' cannot be placed in the range: say so and skip them.
+    dates = pd.to_datetime(frame["date"], format="%Y-%m-%d", errors="coerce")
+    if dates.isna().any():
+        bad = frame.loc[dates.isna(), "date"].head(3).tolist()
+        logger.warning(
+            "%s %s: skipping %d row(s) whose date is not YYYY-MM-DD, e.g. %s",
+            SOURCE_NAME,
+            wanted,
+            int(dates.isna().sum()),
+            bad,
+        )
+    selected = frame[dates.between(pd.Timestamp(start), pd.Timestamp(end))].copy()
+    selected["date"] = dates[selected.index].dt.strftime("%Y-%m-%d")
+    selected = selected.sort_values("date", kind="stable")
+    if selected.empty:
+        reason = f"no rows between {start} and {end} in {path}"
+        logger.warning("%s %s: %s", SOURCE_NAME, wanted, reason)
+        raise NoDataError(reason, symbol=symbol, source=SOURCE_NAME)
+
+    synthetic = (Path(data_dir) / SYNTHETIC_NOTE_FILE).is_file()
+    prices = selected.rename(columns={"date": "trade_date"}).reset_index(drop=True)
+    prices.insert(0, "symbol", symbol)
+    prices["source"] = SYNTHETIC_SOURCE_NAME if synthetic else SOURCE_NAME
+    prices = prices[PRICE_FRAME_COLUMNS]
+
+    logger.info(
+        "%s %s: %d rows (%s..%s) from %s%s",
+        SOURCE_NAME,
+        wanted,
+        len(prices),
+        prices["trade_date"].iloc[0],
+        prices["trade_date"].iloc[-1],
+        path,
+        " (synthetic demo data)" if synthetic else "",
+    )
+    return FetchResult(
+        symbol=symbol,
+        source=SOURCE_NAME,
+        prices=prices,
+        raw_payload=selected.to_csv(index=False),
+        request_params={"file": path.name, "start": start.isoformat(), "end": end.isoformat()},
+        fetched_at=fetched_at,
+    )

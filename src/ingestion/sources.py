@@ -1,0 +1,247 @@
+"""The sources orchestrator: try the configured sources in order until one has the data.
+
+For each symbol, the sources in `settings.data_sources` (default: alpha_vantage, then yahoo;
+"file" reads CSV files) are tried one after the other; the first success wins. Every failure
+is logged with the symbol, the dates, the source and the reason.
+
+What stops what:
+- a `SourceError` (premium only, unknown symbol, no data, quota used up, source down) moves
+  on to the next source; when every source failed, `AllSourcesFailedError` lists each reason;
+- a `ConfigurationError` (missing or rejected Alpha Vantage key) stops everything: no other
+  symbol would fare better, and falling back would hide a setting to fix;
+- anything else (a bug) propagates too.
+
+`fetch_batch` runs a list of symbols with ONE rate limiter and ONE daily quota for all of
+them, so Alpha Vantage's limits hold across the batch; once the day's quota is used up, the
+remaining symbols go straight to the next source without a request to Alpha Vantage.
+
+Example:
+    >>> settings = load_settings()
+    >>> results, failures = fetch_batch(["IBM", "AAPL"], date(2024, 1, 2), date(2024, 1, 5), settings)
+    >>> [(result.symbol, result.source) for result in results]
+    [('IBM', 'alpha_vantage'), ('AAPL', 'alpha_vantage')]
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Iterable
+from datetime import date
+
+from src.config import VALID_SOURCES, ConfigurationError, Settings, require_alpha_vantage_key
+from src.ingestion.alpha_vantage import SourceError, fetch_daily_prices
+from src.ingestion.fetch_result import FetchResult
+from src.ingestion.file_source import fetch_file_prices
+from src.ingestion.rate_limit import DailyQuota, RateLimiter
+from src.ingestion.symbols import normalize_symbol, normalize_symbols
+from src.ingestion.yahoo_finance import fetch_yahoo_prices
+
+logger = logging.getLogger(__name__)
+
+
+class AllSourcesFailedError(SourceError):
+    """Every configured source failed for one symbol.
+
+    Attributes:
+        reasons: source name -> why it failed, in the order the sources were tried.
+    """
+
+    def __init__(self, symbol: str, reasons: dict[str, str]):
+        details = "; ".join(f"{source}: {reason}" for source, reason in reasons.items())
+        super().__init__(f"every source failed ({details})", symbol=symbol)
+        self.reasons = dict(reasons)
+
+
+def resolve_sources(sources: Iterable[str] | None, settings: Settings) -> list[str]:
+    """Return the sources to try, in order: `sources` if given, else `settings.data_sources`.
+
+    Raises:
+        ConfigurationError: the list is empty or names an unknown source.
+    """
+    chosen = list(sources) if sources else list(settings.data_sources)
+    unknown = [source for source in chosen if source not in VALID_SOURCES]
+    if not chosen or unknown:
+        raise ConfigurationError(
+            f"sources must be taken from {', '.join(VALID_SOURCES)}; got {chosen or 'nothing'}"
+        )
+    return chosen
+
+
+def _fetch_from_source(
+    source: str,
+    symbol: str,
+    start: date,
+    end: date,
+    settings: Settings,
+    *,
+    session,
+    rate_limiter: RateLimiter | None,
+    quota: DailyQuota | None,
+    sleep: Callable[[float], None],
+) -> FetchResult:
+    """Call the fetcher of one source (each source takes only the arguments it needs)."""
+    if source == "alpha_vantage":
+        return fetch_daily_prices(
+            symbol, start, end, settings, session=session, rate_limiter=rate_limiter, quota=quota, sleep=sleep
+        )
+    if source == "yahoo":
+        return fetch_yahoo_prices(symbol, start, end, settings, session=session, sleep=sleep)
+    if source == "file":
+        return fetch_file_prices(symbol, start, end, settings.file_source_dir)
+    raise ConfigurationError(f"unknown source {source!r}; expected one of {', '.join(VALID_SOURCES)}")
+
+
+def fetch_symbol(
+    symbol: str,
+    start: date,
+    end: date,
+    settings: Settings,
+    *,
+    sources: list[str] | None = None,
+    session=None,
+    rate_limiter: RateLimiter | None = None,
+    quota: DailyQuota | None = None,
+    sleep: Callable[[float], None] = time.sleep,
+) -> FetchResult:
+    """Fetch one symbol from the first source that has data for start..end.
+
+    Args:
+        symbol: the ticker, e.g. "IBM" (validated before any source is tried).
+        start: first trading day wanted (inclusive).
+        end: last trading day wanted (inclusive).
+        settings: the pipeline settings.
+        sources: the sources to try, in order (default: `settings.data_sources`).
+        session: an HTTP session handed to the sources (tests pass a `requests.Session`).
+        rate_limiter: Alpha Vantage's per-minute limiter, shared by a batch (None: no pacing).
+        quota: Alpha Vantage's daily quota, shared by a batch. When it is used up,
+            alpha_vantage is skipped without a request (None: calls are not counted).
+        sleep: the sleep function for retry waits (tests pass a fake).
+
+    Returns:
+        The FetchResult of the first source that succeeded (its `source` says which).
+
+    Raises:
+        InvalidSymbolInputError: the symbol is not a valid ticker.
+        ConfigurationError: a source list or the Alpha Vantage key is wrong: stop the run.
+        AllSourcesFailedError: every source failed; `.reasons` has each source's reason.
+    """
+    symbol = normalize_symbol(symbol)
+    wanted = f"{symbol} {start}..{end}"
+    reasons: dict[str, str] = {}
+    for source in resolve_sources(sources, settings):
+        if source == "alpha_vantage" and quota is not None and quota.is_exhausted():
+            reasons[source] = "daily quota used up; skipped without a request"
+            logger.info("%s: skipping %s: %s", wanted, source, reasons[source])
+            continue
+        try:
+            result = _fetch_from_source(
+                source,
+                symbol,
+                start,
+                end,
+                settings,
+                session=session,
+                rate_limiter=rate_limiter,
+                quota=quota,
+                sleep=sleep,
+            )
+        except SourceError as exc:
+            reasons[source] = exc.reason
+            logger.warning("%s: source %s failed: %s", wanted, source, exc.reason)
+            continue
+        if reasons:
+            logger.info(
+                "%s: got %d rows from %s after %s failed",
+                wanted,
+                len(result.prices),
+                source,
+                ", ".join(reasons),
+            )
+        return result
+
+    error = AllSourcesFailedError(symbol, reasons)
+    logger.error("%s: %s", wanted, error.reason)
+    raise error
+
+
+def fetch_batch(
+    symbols: Iterable[str],
+    start: date,
+    end: date,
+    settings: Settings,
+    *,
+    sources: list[str] | None = None,
+    session=None,
+    sleep: Callable[[float], None] = time.sleep,
+) -> tuple[list[FetchResult], dict[str, str]]:
+    """Fetch several symbols, sharing one Alpha Vantage rate limiter and daily quota.
+
+    Every symbol is validated before anything is fetched, so a typo stops the batch before a
+    single API call is spent. A symbol whose sources all fail is recorded in `failures` and
+    the batch carries on; the caller must report those failures loudly (failed task, alert).
+
+    Args:
+        symbols: e.g. ["IBM", "aapl"] (see `normalize_symbols`; repeats are dropped).
+        start: first trading day wanted (inclusive).
+        end: last trading day wanted (inclusive).
+        settings: the pipeline settings; the quota lives in `settings.state_dir` and allows
+            `settings.alpha_vantage_daily_limit` calls per day.
+        sources: the sources to try, in order (default: `settings.data_sources`).
+        session: an HTTP session handed to the sources (tests pass a `requests.Session`).
+        sleep: the sleep function for the sources' retry waits. (The rate limiter keeps the
+            real clock and sleep, so its waits always match real time.)
+
+    Returns:
+        (results, failures): one FetchResult per symbol that succeeded, in input order, and
+        symbol -> reason for each symbol that no source could serve.
+
+    Raises:
+        InvalidSymbolInputError: at least one symbol is invalid (nothing was fetched).
+        ConfigurationError: the sources or the Alpha Vantage key are wrong (the batch stops).
+    """
+    clean_symbols = normalize_symbols(symbols)
+    chosen = resolve_sources(sources, settings)
+    rate_limiter = None
+    quota = None
+    if "alpha_vantage" in chosen:
+        require_alpha_vantage_key(settings)  # a missing key stops the batch before any request
+        rate_limiter = RateLimiter(
+            settings.alpha_vantage_calls_per_minute, settings.alpha_vantage_min_interval_seconds
+        )
+        quota = DailyQuota(settings.state_dir, settings.alpha_vantage_daily_limit)
+
+    results: list[FetchResult] = []
+    failures: dict[str, str] = {}
+    for symbol in clean_symbols:
+        try:
+            results.append(
+                fetch_symbol(
+                    symbol,
+                    start,
+                    end,
+                    settings,
+                    sources=chosen,
+                    session=session,
+                    rate_limiter=rate_limiter,
+                    quota=quota,
+                    sleep=sleep,
+                )
+            )
+        except AllSourcesFailedError as exc:
+            failures[symbol] = exc.reason
+
+    by_source: dict[str, int] = {}
+    for result in results:
+        by_source[result.source] = by_source.get(result.source, 0) + 1
+    logger.info(
+        "batch %s..%s: %d/%d symbols fetched (%s); %d failed%s",
+        start,
+        end,
+        len(results),
+        len(clean_symbols),
+        ", ".join(f"{source}: {count}" for source, count in by_source.items()) or "none",
+        len(failures),
+        f": {', '.join(failures)}" if failures else "",
+    )
+    return results, failures
