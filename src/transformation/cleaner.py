@@ -1,0 +1,230 @@
+"""Clean validated prices: standard column names, one typed row per symbol and day, gaps and outliers flagged.
+
+The cleaner never invents or deletes a price. It:
+
+1. standardises column names (`standardize_columns`: 'Date' -> trade_date, 'Open' -> open,
+   '4. close' -> close, 'Adj Close' -> adj_close, ...) and trims/upper-cases symbols;
+2. re-runs the validator's rules as a safety net (types, impossible prices, duplicates), so a
+   frame that did not come through `validate_prices` still cannot carry a bad row: rows that
+   cannot be repaired go to quarantine with the validator's reason codes;
+3. records missing NYSE sessions instead of filling them: the row after a gap gets the flag
+   `gap_before`, and `find_missing_sessions` lists the missing (symbol, day) pairs. Filling a
+   gap (e.g. forward-filling the last close) would make up a price nobody traded at;
+4. flags unusual daily returns with a rolling z-score (`return_outlier`), keeping the row.
+
+Flags are appended to `quality_flags` (comma-separated) after the validator's ones. The rules
+and flags are documented with examples in docs/data-quality.md.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+
+import exchange_calendars
+import numpy as np
+import pandas as pd
+
+from src.ingestion.data_validator import VALID_COLUMNS, add_quality_flag, validate_prices
+from src.storage.calendar_dim import nyse_calendar
+
+logger = logging.getLogger(__name__)
+
+# Column names after the generic clean-up (lower case, '_' between words, no "1. " prefix)
+# that still differ from the canonical name. Everything else keeps its cleaned-up name.
+COLUMN_ALIASES = {
+    "date": "trade_date",  # yfinance's index, most CSV downloads
+    "timestamp": "trade_date",  # Alpha Vantage's CSV downloads
+    "datetime": "trade_date",
+    "ticker": "symbol",
+    # The adjusted close is NOT our close: the pipeline stores prices as traded (unadjusted).
+    # It keeps its own name so nobody mistakes it for `close`; later steps ignore it.
+    "adjusted_close": "adj_close",  # Alpha Vantage's "5. adjusted close"
+}
+
+# Rolling z-score of daily returns: z = (return - mean) / standard deviation, where the mean
+# and the deviation come from the symbol's previous RETURN_OUTLIER_WINDOW returns (the day
+# itself is left out, so a huge move cannot hide by inflating its own yardstick).
+# 60 sessions is about three months: enough returns for a steady estimate, short enough to
+# follow a stock whose volatility changes. |z| > 4 is roughly once in 16,000 days if returns
+# were normal; real returns have fatter tails, so expect a handful per stock and decade.
+# The first RETURN_OUTLIER_WINDOW + 1 rows of a symbol have no z-score and are never flagged.
+RETURN_OUTLIER_WINDOW = 60
+RETURN_OUTLIER_Z = 4.0
+
+
+def standardize_columns(df: pd.DataFrame) -> pd.DataFrame:
+    """Rename columns to the canonical lower-case names.
+
+    Each name is stripped, lower-cased, loses an Alpha Vantage style number prefix ("1. "),
+    and runs of spaces or punctuation become '_'; then COLUMN_ALIASES applies. E.g.
+    'Date' -> 'trade_date', 'Open' -> 'open', ' Close ' -> 'close', '5. volume' -> 'volume',
+    'Adj Close' -> 'adj_close', 'Ticker' -> 'symbol', 'Stock Splits' -> 'stock_splits'.
+
+    Args:
+        df: any price frame.
+
+    Returns:
+        A copy with renamed columns (values untouched).
+
+    Raises:
+        ValueError: two columns end up with the same name (e.g. 'Date' and 'trade_date'),
+            so we cannot tell which one to trust.
+
+    Example:
+        >>> list(standardize_columns(pd.DataFrame(columns=["Date", "Open", "Adj Close"])).columns)
+        ['trade_date', 'open', 'adj_close']
+    """
+    new_names = {}
+    for name in df.columns:
+        cleaned = re.sub(r"^\d+\.\s*", "", str(name).strip().lower())
+        cleaned = re.sub(r"[^a-z0-9]+", "_", cleaned).strip("_")
+        new_names[name] = COLUMN_ALIASES.get(cleaned, cleaned)
+
+    seen: dict[str, object] = {}
+    for original, new in new_names.items():
+        if new in seen:
+            raise ValueError(
+                f"columns {seen[new]!r} and {original!r} both mean {new!r}; keep only one of them"
+            )
+        seen[new] = original
+    return df.rename(columns=new_names)
+
+
+def _sessions(session_calendar: exchange_calendars.ExchangeCalendar | None) -> np.ndarray:
+    """The calendar's sessions as a sorted datetime64[ns] array (NYSE when None)."""
+    calendar = session_calendar if session_calendar is not None else nyse_calendar()
+    return calendar.sessions.values.astype("datetime64[ns]")
+
+
+def _missing_sessions_before(prices: pd.DataFrame, sessions: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """For each row, how many sessions are missing between it and the symbol's previous row.
+
+    Args:
+        prices: rows sorted by symbol and trade_date ('YYYY-MM-DD').
+        sessions: sorted session dates.
+
+    Returns:
+        (first_missing, count): first_missing is the position in `sessions` of the first
+        missing session (meaningful only where count > 0); count is 0 on a symbol's first row.
+    """
+    dates = pd.to_datetime(prices["trade_date"], format="%Y-%m-%d").values.astype("datetime64[ns]")
+    # Position = number of sessions before the date (left) or up to and including it (right).
+    # The sessions strictly between two rows are those from the previous row's "right"
+    # position up to this row's "left" position. This also works for non-session dates.
+    sessions_before = sessions.searchsorted(dates, side="left")
+    sessions_up_to = pd.Series(sessions.searchsorted(dates, side="right"), index=prices.index)
+    first_missing = sessions_up_to.groupby(prices["symbol"]).shift(1)
+    count = (sessions_before - first_missing).fillna(0).clip(lower=0).astype("int64")
+    return first_missing.fillna(0).astype("int64").to_numpy(), count.to_numpy()
+
+
+def find_missing_sessions(
+    df: pd.DataFrame, session_calendar: exchange_calendars.ExchangeCalendar | None = None
+) -> pd.DataFrame:
+    """List the trading sessions missing inside each symbol's date range.
+
+    Only gaps between a symbol's first and last date count: before its first row it may not
+    have been listed yet, and after its last row the data may simply not have arrived.
+
+    Args:
+        df: prices with at least symbol and trade_date ('YYYY-MM-DD'), in any order.
+        session_calendar: the trading calendar; None means NYSE (XNYS).
+
+    Returns:
+        A DataFrame with columns symbol, trade_date ('YYYY-MM-DD'), one row per missing
+        session, sorted by symbol and trade_date.
+
+    Example:
+        >>> prices = pd.DataFrame({"symbol": ["GOOG", "GOOG"], "trade_date": ["2024-07-02", "2024-07-08"]})
+        >>> find_missing_sessions(prices)["trade_date"].tolist()  # 2024-07-04 is a holiday
+        ['2024-07-03', '2024-07-05']
+    """
+    prices = df[["symbol", "trade_date"]].sort_values(["symbol", "trade_date"]).reset_index(drop=True)
+    sessions = _sessions(session_calendar)
+    first_missing, count = _missing_sessions_before(prices, sessions)
+
+    # Expand each gap into its sessions without a loop: row i contributes count[i] sessions
+    # at positions first_missing[i], first_missing[i] + 1, ...
+    total = int(count.sum())
+    gap_starts = np.repeat(first_missing, count)
+    offsets = np.arange(total) - np.repeat(np.cumsum(count) - count, count)
+    missing_days = pd.DatetimeIndex(sessions[gap_starts + offsets])
+    return pd.DataFrame(
+        {
+            "symbol": pd.Series(np.repeat(prices["symbol"].to_numpy(), count), dtype=str),
+            "trade_date": pd.Series(missing_days.strftime("%Y-%m-%d"), dtype=str),
+        }
+    )
+
+
+def _return_outliers(prices: pd.DataFrame) -> pd.Series:
+    """True where a row's daily return has |rolling z-score| > RETURN_OUTLIER_Z (see the constants)."""
+    by_symbol = prices.groupby("symbol")["close"]
+    returns = prices["close"] / by_symbol.shift(1) - 1
+    # The window for row t holds the returns of rows t-60 .. t-1 (shifted by one row).
+    previous_returns = returns.groupby(prices["symbol"]).shift(1)
+    rolling = previous_returns.groupby(prices["symbol"]).rolling(
+        RETURN_OUTLIER_WINDOW, min_periods=RETURN_OUTLIER_WINDOW
+    )
+    # groupby().rolling() puts the symbol in front of the index; drop it to line up again.
+    mean = rolling.mean().reset_index(level=0, drop=True).reindex(prices.index)
+    std = rolling.std().reset_index(level=0, drop=True).reindex(prices.index)
+    # After a perfectly flat window (std 0, e.g. a halted stock) any move gives an infinite
+    # z-score and is flagged; no move gives 0 / 0 = NaN and is not.
+    z_score = (returns - mean) / std
+    return z_score.abs() > RETURN_OUTLIER_Z
+
+
+def clean_prices(
+    valid_df: pd.DataFrame, session_calendar: exchange_calendars.ExchangeCalendar | None = None
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Clean prices; return the clean rows and the quarantined rows.
+
+    Steps: standardise column names, trim and upper-case symbols, re-apply the validator's
+    rules (types, impossible values, duplicates - keeping the last row received; no future
+    date check, that needs the run date and was done by `validate_prices`), sort by symbol and
+    trade_date, then flag (kept, appended to quality_flags in this order): `gap_before` when
+    NYSE sessions are missing between the row and the symbol's previous row, `return_outlier`
+    when the daily return's rolling z-score is beyond RETURN_OUTLIER_Z. Missing sessions are
+    not filled and no price is changed or deleted.
+
+    Args:
+        valid_df: prices, normally `validate_prices`' valid rows; column names may be in
+            another style ('Date', 'Open', ...). quality_flags, if present, is rebuilt.
+        session_calendar: the trading calendar; None means NYSE (XNYS).
+
+    Returns:
+        (clean, quarantined).
+        clean: columns symbol, trade_date ('YYYY-MM-DD'), open, high, low, close (float64),
+        volume (int64), source, quality_flags; sorted by symbol and trade_date, index reset.
+        quarantined: same columns as the validator's rejected rows (symbol, trade_date, source,
+        raw_record, reason); raw_record holds the row after column standardisation.
+
+    Raises:
+        ValueError: two columns standardise to the same name.
+    """
+    frame = standardize_columns(valid_df)
+    if "symbol" in frame.columns:
+        # A repair we can make safely: ' aapl ' is AAPL. Missing symbols stay missing.
+        frame["symbol"] = frame["symbol"].astype(str).str.strip().str.upper()
+
+    clean, quarantined = validate_prices(frame, session_calendar=session_calendar, check_future_dates=False)
+
+    sessions = _sessions(session_calendar)
+    _, gap_sizes = _missing_sessions_before(clean, sessions)
+    flags = add_quality_flag(
+        clean["quality_flags"], pd.Series(gap_sizes > 0, index=clean.index), "gap_before"
+    )
+    flags = add_quality_flag(flags, _return_outliers(clean), "return_outlier")
+    clean["quality_flags"] = flags
+
+    logger.info(
+        "Cleaned %d rows: %d clean (%d after a gap, %d return outliers), %d quarantined",
+        len(valid_df),
+        len(clean),
+        int((gap_sizes > 0).sum()),
+        int(flags.str.contains("return_outlier", regex=False).sum()),
+        len(quarantined),
+    )
+    return clean[VALID_COLUMNS], quarantined

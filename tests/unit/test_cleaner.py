@@ -1,0 +1,330 @@
+"""Tests for src/transformation/cleaner.py: column names, safety-net rules, gaps and return outliers."""
+
+from __future__ import annotations
+
+import doctest
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+from pandas.testing import assert_frame_equal
+
+from src.ingestion.data_validator import VALID_COLUMNS, validate_prices
+from src.storage.calendar_dim import nyse_calendar
+from src.transformation import cleaner
+from src.transformation.cleaner import clean_prices, find_missing_sessions, standardize_columns
+from tests.fixtures.market_data import load_goog_prices
+
+
+def goog(first: str, last: str, source: str = "file") -> pd.DataFrame:
+    """Real GOOG rows from first..last (typed), with a source."""
+    prices = load_goog_prices()
+    rows = prices[(prices["trade_date"] >= first) & (prices["trade_date"] <= last)]
+    return rows.assign(source=source).reset_index(drop=True)
+
+
+def session_series(closes: list[float], first_session: str = "2024-01-02") -> pd.DataFrame:
+    """A crafted test series (not market data): one bar per NYSE session with open=high=low=close."""
+    days = nyse_calendar().sessions_in_range(first_session, "2030-12-31")[: len(closes)]
+    return pd.DataFrame(
+        {
+            "symbol": "TEST",
+            "trade_date": days.strftime("%Y-%m-%d"),
+            "open": closes,
+            "high": closes,
+            "low": closes,
+            "close": closes,
+            "volume": 1000,
+            "source": "file",
+        }
+    )
+
+
+def alternating_closes(count: int) -> list[float]:
+    """100, then `count` daily returns alternating +1 % / -1 % (a steady 1 % daily spread)."""
+    closes = [100.0]
+    for day in range(count):
+        closes.append(round(closes[-1] * (1.01 if day % 2 == 0 else 0.99), 4))
+    return closes
+
+
+# ---- standardize_columns -------------------------------------------------------------------
+
+
+def test_yfinance_columns_are_standardised():
+    columns = ["Date", "Open", "High", "Low", "Close", "Adj Close", "Volume", "Dividends", "Stock Splits"]
+
+    result = standardize_columns(pd.DataFrame(columns=columns))
+
+    assert list(result.columns) == [
+        "trade_date",
+        "open",
+        "high",
+        "low",
+        "close",
+        "adj_close",
+        "volume",
+        "dividends",
+        "stock_splits",
+    ]
+
+
+def test_alpha_vantage_columns_are_standardised():
+    columns = ["timestamp", "1. open", "2. high", "3. low", "4. close", "5. adjusted close", "6. volume"]
+
+    result = standardize_columns(pd.DataFrame(columns=columns))
+
+    assert list(result.columns) == ["trade_date", "open", "high", "low", "close", "adj_close", "volume"]
+
+
+def test_canonical_columns_and_values_are_left_alone():
+    prices = goog("2004-08-19", "2004-08-20")
+
+    assert_frame_equal(standardize_columns(prices), prices)
+
+
+def test_two_columns_with_the_same_meaning_are_an_error():
+    with pytest.raises(ValueError, match="columns 'Date' and 'trade_date' both mean 'trade_date'"):
+        standardize_columns(pd.DataFrame(columns=["Date", "trade_date", "close"]))
+
+
+# ---- clean_prices: types, repairs and the safety net ------------------------------------------
+
+
+def test_a_yfinance_style_frame_comes_out_canonical():
+    prices = goog("2004-08-19", "2004-08-20")
+    raw = pd.DataFrame(
+        {
+            "Date": pd.to_datetime(prices["trade_date"]).dt.tz_localize("America/New_York"),
+            "Ticker": " goog ",
+            "Open": prices["open"],
+            "High": prices["high"],
+            "Low": prices["low"],
+            "Close": prices["close"],
+            "Adj Close": [50.17, 54.16],
+            "Volume": prices["volume"].astype("float64"),
+            "Source": "yahoo",
+        }
+    )
+
+    clean, quarantined = clean_prices(raw)
+
+    assert_frame_equal(clean, prices.assign(source="yahoo", quality_flags=""))
+    assert quarantined.empty
+
+
+def test_rows_that_cannot_be_repaired_are_quarantined_with_the_validator_reason():
+    raw = goog("2004-08-19", "2004-08-23").astype({"close": object})
+    raw.loc[1, "close"] = "N/A"
+
+    clean, quarantined = clean_prices(raw)
+
+    assert clean["trade_date"].tolist() == ["2004-08-19", "2004-08-23"]
+    assert list(quarantined.columns) == ["symbol", "trade_date", "source", "raw_record", "reason"]
+    assert quarantined[["symbol", "trade_date", "source", "reason"]].values.tolist() == [
+        ["GOOG", "2004-08-20", "file", "non_numeric:close"]
+    ]
+    assert json.loads(quarantined.loc[0, "raw_record"])["close"] == "N/A"
+
+
+def test_a_missing_price_is_quarantined_never_forward_filled():
+    raw = goog("2012-07-02", "2012-07-06")  # 07-04 is a holiday
+    raw.loc[1, "close"] = np.nan  # 2012-07-03
+
+    clean, quarantined = clean_prices(raw)
+
+    # No made-up 07-03 row; 07-05 says a session is missing before it.
+    assert clean[["trade_date", "close", "quality_flags"]].values.tolist() == [
+        ["2012-07-02", 580.47, ""],
+        ["2012-07-05", 595.92, "gap_before"],
+        ["2012-07-06", 585.98, ""],
+    ]
+    assert quarantined["reason"].tolist() == ["missing_value:close"]
+    assert find_missing_sessions(clean).values.tolist() == [["GOOG", "2012-07-03"]]
+
+
+def test_duplicates_are_removed_as_a_safety_net_keeping_the_last_row():
+    raw = goog("2004-08-19", "2004-08-20")
+    raw = pd.concat([raw, raw.iloc[[0]].assign(volume=22351901)], ignore_index=True)
+
+    clean, quarantined = clean_prices(raw)
+
+    assert clean["volume"].tolist() == [22351901, 11428600]
+    assert quarantined[["trade_date", "reason"]].values.tolist() == [["2004-08-19", "duplicate_date"]]
+
+
+def test_a_frame_without_a_required_column_is_quarantined_entirely():
+    clean, quarantined = clean_prices(goog("2004-08-19", "2004-08-20").drop(columns="volume"))
+
+    assert clean.empty
+    assert list(clean.columns) == VALID_COLUMNS
+    assert quarantined["reason"].tolist() == ["missing_column:volume", "missing_column:volume"]
+
+
+def test_cleaning_twice_gives_the_same_result():
+    raw = goog("2012-06-01", "2012-12-31")
+    raw = raw.drop(index=[10, 11]).iloc[::-1]  # a gap, rows in reverse order
+
+    once, _ = clean_prices(raw)
+    twice, quarantined = clean_prices(once)
+
+    assert_frame_equal(twice, once)
+    assert quarantined.empty
+
+
+# ---- missing sessions ---------------------------------------------------------------------
+
+
+def test_missing_sessions_are_flagged_on_the_row_after_the_gap_and_listed():
+    raw = goog("2012-07-02", "2012-07-12")
+    raw = raw[~raw["trade_date"].isin(["2012-07-05", "2012-07-06"])]
+
+    clean, quarantined = clean_prices(raw)
+
+    assert clean[["trade_date", "quality_flags"]].values.tolist() == [
+        ["2012-07-02", ""],
+        ["2012-07-03", ""],
+        ["2012-07-09", "gap_before"],  # 07-05 and 07-06 missing; 07-04 is a holiday, not a gap
+        ["2012-07-10", ""],
+        ["2012-07-11", ""],
+        ["2012-07-12", ""],
+    ]
+    assert quarantined.empty
+    assert_frame_equal(
+        find_missing_sessions(raw),
+        pd.DataFrame({"symbol": ["GOOG", "GOOG"], "trade_date": ["2012-07-05", "2012-07-06"]}),
+    )
+
+
+def test_missing_sessions_count_only_inside_each_symbols_own_range():
+    prices = pd.DataFrame(
+        {
+            "symbol": ["BBB", "AAA", "AAA", "BBB", "AAA", "AAA"],
+            # AAA: Mon 07-01, Wed 07-03, Sat 07-06 (not a session), Tue 07-09.  BBB starts late.
+            "trade_date": [
+                "2024-07-10",
+                "2024-07-09",
+                "2024-07-01",
+                "2024-07-08",
+                "2024-07-06",
+                "2024-07-03",
+            ],
+        }
+    )
+
+    missing = find_missing_sessions(prices)
+
+    assert missing.values.tolist() == [
+        ["AAA", "2024-07-02"],
+        ["AAA", "2024-07-05"],
+        ["AAA", "2024-07-08"],
+        ["BBB", "2024-07-09"],
+    ]
+
+
+def test_no_missing_sessions_gives_an_empty_frame():
+    missing = find_missing_sessions(goog("2012-07-02", "2012-07-12"))
+
+    assert_frame_equal(
+        missing, pd.DataFrame({"symbol": pd.Series(dtype=str), "trade_date": pd.Series(dtype=str)})
+    )
+
+
+def test_hurricane_sandy_closure_is_not_a_gap():
+    # NYSE was closed on 2012-10-29 and 2012-10-30; the real GOOG data has no rows those days.
+    prices = goog("2012-10-25", "2012-11-02")
+
+    assert prices["trade_date"].tolist() == [
+        "2012-10-25",
+        "2012-10-26",
+        "2012-10-31",
+        "2012-11-01",
+        "2012-11-02",
+    ]
+    assert find_missing_sessions(prices).empty
+
+
+# ---- return outliers ----------------------------------------------------------------------
+
+
+def test_a_return_far_outside_the_last_60_sessions_is_flagged():
+    # 60 returns of +1 % / -1 % (sample std 1.008 %), then +10 % (z = 9.9) and +3 % (z = 1.7).
+    closes = alternating_closes(60)
+    closes += [round(closes[-1] * 1.10, 4)]
+    closes += [round(closes[-1] * 1.03, 4)]
+
+    clean, quarantined = clean_prices(session_series(closes))
+
+    assert clean["quality_flags"].tolist() == [""] * 61 + ["return_outlier", ""]
+    assert quarantined.empty
+
+
+def test_no_return_is_flagged_before_the_window_is_full():
+    # The same +10 % one session earlier: only 59 previous returns, so no z-score yet.
+    closes = alternating_closes(59)
+    closes += [round(closes[-1] * 1.10, 4)]
+
+    clean, _ = clean_prices(session_series(closes))
+
+    assert len(clean) == 61
+    assert (clean["quality_flags"] == "").all()
+
+
+def test_returns_are_compared_within_each_symbol_only():
+    closes = alternating_closes(60) + [0.0]
+    closes[-1] = round(closes[-2] * 1.10, 4)
+    test = session_series(closes)
+    other = session_series([500.0] * 62).assign(symbol="OTHER")  # flat: its returns are all 0
+
+    clean, _ = clean_prices(pd.concat([other, test], ignore_index=True))
+
+    assert clean.loc[clean["quality_flags"] != "", ["symbol", "trade_date"]].values.tolist() == [
+        ["TEST", "2024-04-01"]  # the 62nd session from 2024-01-02 (Good Friday 03-29 is closed)
+    ]
+
+
+def test_real_goog_keeps_every_row_and_flags_a_handful_of_outliers():
+    prices = load_goog_prices().assign(source="file")
+
+    clean, quarantined = clean_prices(prices)
+
+    assert quarantined.empty
+    assert_frame_equal(clean.drop(columns="quality_flags"), prices)
+    assert not clean["quality_flags"].str.contains("gap_before").any()
+    outliers = clean.loc[clean["quality_flags"] == "return_outlier", "trade_date"].tolist()
+    # Measured: 17 days in 2004-08-19..2013-03-01, mostly earnings reactions. Two of them:
+    # 2008-09-29 (-12 %, the day the House rejected the bank bail-out) and 2012-10-18 (-8 %,
+    # earnings released early by mistake).
+    assert len(outliers) == 17
+    assert {"2008-09-29", "2012-10-18"} <= set(outliers)
+
+
+def test_real_prices_of_4_symbols_are_all_kept(real_prices_4_symbols):
+    clean, quarantined = clean_prices(real_prices_4_symbols.assign(source="file"))
+
+    assert quarantined.empty
+    assert len(clean) == len(real_prices_4_symbols)
+    flagged = clean[clean["quality_flags"].str.contains("return_outlier")]
+    # Measured on bokeh's 2000..2013 data.
+    assert flagged.groupby("symbol").size().to_dict() == {"AAPL": 20, "GOOG": 17, "IBM": 16, "MSFT": 17}
+    assert (
+        clean.loc[clean["quality_flags"].str.contains("large_move"), "quality_flags"].tolist()
+        == ["large_move,return_outlier"] * 4
+    )
+
+
+def test_the_validator_output_cleans_without_quarantine(real_prices_4_symbols):
+    valid, _ = validate_prices(real_prices_4_symbols.assign(source="file"), run_date="2013-03-01")
+
+    clean, quarantined = clean_prices(valid)
+
+    assert_frame_equal(clean.drop(columns="quality_flags"), valid.drop(columns="quality_flags"))
+    assert quarantined.empty
+
+
+def test_docstring_examples_run():
+    results = doctest.testmod(cleaner)
+
+    assert results.attempted > 0
+    assert results.failed == 0
