@@ -1,0 +1,694 @@
+"""The local warehouse: a SQLite file with the star schema from `src/storage/schema.py`.
+
+Everything here takes an open `sqlite3.Connection` first (from `connect`). The BigQuery
+handler exposes the same function names, so the pipeline code does not change with
+WAREHOUSE_BACKEND (see `src/storage/warehouse.py`).
+
+How it stays safe to rerun:
+- Every table is created from the one schema definition (no hand-written column lists).
+- Every write is an upsert keyed by the table's primary key
+  (`INSERT ... ON CONFLICT (key) DO UPDATE`), so loading the same rows twice changes nothing.
+- `load_batch` writes all its tables in one transaction: a crash leaves none of them half done.
+- Table and column names in SQL come only from the schema; values always go in as `?` parameters.
+
+Example:
+    >>> conn = connect("data/warehouse.db")
+    >>> create_schema(conn)
+    >>> load_batch(conn, {"fact_daily_prices": prices})
+    {'fact_daily_prices': 2148}
+    >>> query(conn, "SELECT * FROM v_latest_signals WHERE symbol = ?", ("GOOG",))
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import sqlite3
+from collections.abc import Iterator
+from datetime import UTC, date, datetime
+from pathlib import Path
+
+import pandas as pd
+
+from src.storage.calendar_dim import build_dim_date
+from src.storage.schema import TABLES, Table
+
+logger = logging.getLogger(__name__)
+
+# Logical type (schema.py) -> SQLite column type. Dates and timestamps are ISO text, so they
+# sort and compare correctly as strings; booleans are 0/1.
+SQLITE_TYPES = {
+    "STRING": "TEXT",
+    "DATE": "TEXT",
+    "TIMESTAMP": "TEXT",
+    "FLOAT": "REAL",
+    "INTEGER": "INTEGER",
+    "BOOLEAN": "INTEGER",
+}
+# TIMESTAMP values are stored in UTC with this format, e.g. '2024-07-01T20:00:00+00:00'
+# (the same text as `datetime.now(UTC).isoformat(timespec="seconds")`).
+TIMESTAMP_FORMAT = "%Y-%m-%dT%H:%M:%S+00:00"
+DATE_FORMAT = "%Y-%m-%d"
+
+# How long a writer waits for another writer's transaction to finish before giving up.
+# SQLite allows one writer at a time; without a busy timeout the second writer (a parallel
+# Airflow task, a rerun, someone's DB browser) would fail at once with "database is locked".
+DEFAULT_BUSY_TIMEOUT_SECONDS = 30.0
+
+# load_batch converts and writes big frames in chunks of this many rows, so a 25-million-row
+# load never holds 25 million Python tuples in memory at once.
+CHUNK_ROWS = 100_000
+
+# Secondary indexes for the common queries, as (table, columns). The primary keys already
+# index (symbol, trade_date), which serves every "one symbol, a date range" query.
+INDEXES = (
+    ("fact_daily_prices", ("trade_date",)),  # "all symbols on a day", completeness checks
+    ("fact_technical_indicators", ("trade_date",)),
+    ("quarantine_prices", ("run_id",)),  # "what did run X reject?"
+    ("pipeline_runs", ("logical_date",)),  # "runs for a trading day"
+)
+
+# --- Views --------------------------------------------------------------------------
+# The output columns of each view, in order. The BigQuery handler builds views with the same
+# names and columns (docs/warehouse.md documents them), and a test checks these lists.
+LATEST_SIGNALS_COLUMNS = (
+    "symbol",
+    "trade_date",
+    "close",
+    "rsi_14",
+    "rsi_signal",
+    "sma_50",
+    "sma_200",
+    "cross_signal",
+    "vwap_20",
+    "close_vs_vwap",
+    "pct_from_vwap",
+)
+DAILY_RETURNS_COLUMNS = ("symbol", "trade_date", "close", "daily_return")
+DATA_COMPLETENESS_COLUMNS = (
+    "symbol",
+    "first_date",
+    "last_date",
+    "sessions_expected",
+    "sessions_present",
+    "sessions_missing",
+    "completeness_pct",
+)
+VIEW_COLUMNS = {
+    "v_latest_signals": LATEST_SIGNALS_COLUMNS,
+    "v_daily_returns": DAILY_RETURNS_COLUMNS,
+    "v_data_completeness": DATA_COMPLETENESS_COLUMNS,
+}
+
+# Each symbol's latest session with its signals. One window per symbol in date order gives
+# the previous session's SMAs (LAG: did the 50-day SMA cross the 200-day SMA on the latest
+# session?) and the next session's date (LEAD: the latest session is the one without a next).
+# A single window in primary-key order needs no sort, and `WHERE symbol = ?` on the view is
+# pushed down into it, so one symbol's signals read only that symbol's rows.
+_LATEST_SIGNALS_SQL = """
+WITH ordered AS (
+    SELECT
+        p.symbol,
+        p.trade_date,
+        p.close,
+        i.rsi_14,
+        i.sma_50,
+        i.sma_200,
+        i.vwap_20,
+        LAG(i.sma_50) OVER by_date AS previous_sma_50,
+        LAG(i.sma_200) OVER by_date AS previous_sma_200,
+        LEAD(p.trade_date) OVER by_date AS next_trade_date
+    FROM fact_daily_prices AS p
+    LEFT JOIN fact_technical_indicators AS i
+        ON i.symbol = p.symbol AND i.trade_date = p.trade_date
+    WINDOW by_date AS (PARTITION BY p.symbol ORDER BY p.trade_date)
+)
+SELECT
+    symbol,
+    trade_date,
+    close,
+    rsi_14,
+    CASE
+        WHEN rsi_14 > 70 THEN 'overbought'
+        WHEN rsi_14 < 30 THEN 'oversold'
+        WHEN rsi_14 IS NOT NULL THEN 'neutral'
+    END AS rsi_signal,
+    sma_50,
+    sma_200,
+    CASE
+        WHEN previous_sma_50 <= previous_sma_200 AND sma_50 > sma_200 THEN 'golden_cross'
+        WHEN previous_sma_50 >= previous_sma_200 AND sma_50 < sma_200 THEN 'death_cross'
+    END AS cross_signal,
+    vwap_20,
+    CASE
+        WHEN close >= vwap_20 THEN 'above'
+        WHEN close < vwap_20 THEN 'below'
+    END AS close_vs_vwap,
+    100.0 * (close - vwap_20) / NULLIF(vwap_20, 0) AS pct_from_vwap
+FROM ordered
+WHERE next_trade_date IS NULL
+"""
+
+# Close-to-close return over the symbol's previous stored session (NULL on its first row).
+_DAILY_RETURNS_SQL = """
+SELECT
+    symbol,
+    trade_date,
+    close,
+    close / NULLIF(LAG(close) OVER (PARTITION BY symbol ORDER BY trade_date), 0) - 1 AS daily_return
+FROM fact_daily_prices
+"""
+
+# Per symbol: NYSE sessions (from dim_date) between its first and last stored date, and how
+# many of them have a row. Needs dim_date to cover the range (`ensure_dim_date`).
+_DATA_COMPLETENESS_SQL = """
+WITH stored AS (
+    SELECT symbol, MIN(trade_date) AS first_date, MAX(trade_date) AS last_date
+    FROM fact_daily_prices
+    GROUP BY symbol
+),
+expected AS (
+    SELECT s.symbol, COUNT(*) AS sessions_expected
+    FROM stored AS s
+    JOIN dim_date AS d
+        ON d.trade_date BETWEEN s.first_date AND s.last_date AND d.is_trading_day = 1
+    GROUP BY s.symbol
+),
+present AS (
+    SELECT p.symbol, COUNT(*) AS sessions_present
+    FROM fact_daily_prices AS p
+    JOIN dim_date AS d
+        ON d.trade_date = p.trade_date AND d.is_trading_day = 1
+    GROUP BY p.symbol
+)
+SELECT
+    s.symbol,
+    s.first_date,
+    s.last_date,
+    COALESCE(e.sessions_expected, 0) AS sessions_expected,
+    COALESCE(p.sessions_present, 0) AS sessions_present,
+    COALESCE(e.sessions_expected, 0) - COALESCE(p.sessions_present, 0) AS sessions_missing,
+    ROUND(100.0 * COALESCE(p.sessions_present, 0) / NULLIF(e.sessions_expected, 0), 2) AS completeness_pct
+FROM stored AS s
+LEFT JOIN expected AS e ON e.symbol = s.symbol
+LEFT JOIN present AS p ON p.symbol = s.symbol
+"""
+
+VIEWS = {
+    "v_latest_signals": _LATEST_SIGNALS_SQL,
+    "v_daily_returns": _DAILY_RETURNS_SQL,
+    "v_data_completeness": _DATA_COMPLETENESS_SQL,
+}
+
+# --- Reads --------------------------------------------------------------------------
+PRICE_COLUMNS = ["symbol", "trade_date", "open", "high", "low", "close", "volume", "source", "quality_flags"]
+HISTORY_TAIL_COLUMNS = [
+    "symbol",
+    "trade_date",
+    "open",
+    "high",
+    "low",
+    "close",
+    "volume",
+    "rsi_avg_gain_14",
+    "rsi_avg_loss_14",
+]
+# The last `?` rows of one symbol before a date. It walks the primary-key index backwards
+# from `before` and stops after LIMIT rows, so its cost does not grow with the length of the
+# history. (A ROW_NUMBER() window over all symbols would number every earlier row first.)
+HISTORY_TAIL_SQL = """
+SELECT p.symbol, p.trade_date, p.open, p.high, p.low, p.close, p.volume,
+       i.rsi_avg_gain_14, i.rsi_avg_loss_14
+FROM fact_daily_prices AS p
+LEFT JOIN fact_technical_indicators AS i
+    ON i.symbol = p.symbol AND i.trade_date = p.trade_date
+WHERE p.symbol = ? AND p.trade_date < ?
+ORDER BY p.trade_date DESC
+LIMIT ?
+"""
+# Column dtypes of the frames the read functions return.
+_READ_DTYPES = {
+    "open": "float64",
+    "high": "float64",
+    "low": "float64",
+    "close": "float64",
+    "volume": "int64",
+    "rsi_avg_gain_14": "float64",
+    "rsi_avg_loss_14": "float64",
+}
+
+
+class WarehouseLockedError(sqlite3.OperationalError):
+    """Another connection held the write lock for longer than the busy timeout.
+
+    A subclass of sqlite3.OperationalError, so code that catches that still catches this.
+    """
+
+
+# --- Connection and transactions ------------------------------------------------------------
+
+
+def connect(
+    path: Path | str, busy_timeout_seconds: float = DEFAULT_BUSY_TIMEOUT_SECONDS
+) -> sqlite3.Connection:
+    """Open (or create) the SQLite warehouse file with settings suited to a batch pipeline.
+
+    - journal_mode=WAL: readers (a dashboard, a notebook) never block the writer and the
+      writer never blocks readers.
+    - synchronous=NORMAL: safe against corruption in WAL mode; a power cut can lose the last
+      committed batch, which the next (idempotent) run simply loads again.
+    - busy_timeout: a second writer waits up to `busy_timeout_seconds` for the first one's
+      transaction to finish instead of failing at once.
+    - autocommit mode (isolation_level=None): Python does not open transactions behind our
+      back; writes are grouped explicitly with BEGIN IMMEDIATE ... COMMIT (see load_batch).
+
+    Foreign keys are not declared (BigQuery does not enforce them either), so the
+    foreign_keys PRAGMA is left alone.
+
+    Args:
+        path: the database file; missing parent folders are created. ':memory:' also works.
+        busy_timeout_seconds: how long to wait for another writer's lock.
+
+    Returns:
+        An open connection; close it with `conn.close()`.
+
+    Raises:
+        WarehouseLockedError: the file stayed locked for longer than the busy timeout.
+    """
+    if str(path) != ":memory:":
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+    # `timeout` is SQLite's busy_timeout (PRAGMA busy_timeout shows it in milliseconds).
+    conn = sqlite3.connect(path, timeout=busy_timeout_seconds, isolation_level=None)
+    try:
+        conn.execute("PRAGMA journal_mode = WAL")
+        conn.execute("PRAGMA synchronous = NORMAL")
+    except sqlite3.OperationalError as exc:
+        if not _is_locked(exc):
+            conn.close()
+            raise
+        message = _locked_message(conn)
+        conn.close()
+        raise WarehouseLockedError(message) from exc
+    logger.debug("Opened SQLite warehouse %s (busy timeout %.1f s)", path, busy_timeout_seconds)
+    return conn
+
+
+def _is_locked(exc: sqlite3.Error) -> bool:
+    """True when SQLite gave up waiting for another connection's lock (SQLITE_BUSY)."""
+    # Extended codes (e.g. SQLITE_BUSY_SNAPSHOT) keep the primary code in the low byte.
+    return exc.sqlite_errorcode & 0xFF == sqlite3.SQLITE_BUSY
+
+
+def _locked_message(conn: sqlite3.Connection) -> str:
+    """Explain a lock timeout: which file, how long we waited, and what to do."""
+    database_file = conn.execute("PRAGMA database_list").fetchone()[2] or ":memory:"
+    waited_seconds = conn.execute("PRAGMA busy_timeout").fetchone()[0] / 1000
+    return (
+        f"SQLite warehouse {database_file} is locked: another connection held its write lock for "
+        f"more than {waited_seconds:g} s. Another pipeline run or a tool such as DB Browser is "
+        "writing to it; let that finish (or close the tool) and rerun, or raise the busy timeout."
+    )
+
+
+@contextlib.contextmanager
+def _write_transaction(conn: sqlite3.Connection) -> Iterator[None]:
+    """Run the `with` block in one write transaction: all of it is committed, or none of it.
+
+    BEGIN IMMEDIATE takes the write lock at the start (waiting up to the busy timeout), so
+    two writers queue up instead of failing halfway through. Any error, even Ctrl-C, rolls
+    the whole block back and is re-raised.
+    """
+    try:
+        conn.execute("BEGIN IMMEDIATE")
+    except sqlite3.OperationalError as exc:
+        if _is_locked(exc):
+            raise WarehouseLockedError(_locked_message(conn)) from exc
+        raise
+    try:
+        yield
+        conn.execute("COMMIT")
+    except BaseException:
+        # SQLite has already rolled back after a few errors (e.g. disk full); check first.
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        raise
+
+
+# --- Schema -----------------------------------------------------------------------------------
+
+
+def create_table_sql(table: Table) -> str:
+    """Return the CREATE TABLE statement for one schema table.
+
+    Example:
+        >>> print(create_table_sql(TABLES["dim_symbol"]))  # doctest: +ELLIPSIS
+        CREATE TABLE IF NOT EXISTS dim_symbol (
+            symbol TEXT NOT NULL,
+            name TEXT,
+        ...
+            PRIMARY KEY (symbol)
+        )
+    """
+    lines = [_column_sql(table, name) for name in table.column_names]
+    lines.append(f"PRIMARY KEY ({', '.join(table.primary_key)})")
+    body = ",\n    ".join(lines)
+    return f"CREATE TABLE IF NOT EXISTS {table.name} (\n    {body}\n)"
+
+
+def _column_sql(table: Table, name: str) -> str:
+    """'name TYPE' or 'name TYPE NOT NULL' for one column."""
+    column = table.column(name)
+    not_null = "" if column.nullable else " NOT NULL"
+    return f"{column.name} {SQLITE_TYPES[column.type]}{not_null}"
+
+
+def create_schema(conn: sqlite3.Connection) -> None:
+    """Create every table, index and view (idempotent: safe to call at every start).
+
+    Tables and indexes are created only when missing, so existing data is kept. A column that
+    was added to schema.py after the table was created is added with ALTER TABLE. Views are
+    dropped and recreated, so they always match this code (views hold no data).
+
+    Raises:
+        ValueError: schema.py has a new NOT NULL column that an existing table lacks.
+    """
+    with _write_transaction(conn):
+        for table in TABLES.values():
+            conn.execute(create_table_sql(table))
+            _add_missing_columns(conn, table)
+        for table_name, columns in INDEXES:
+            index_name = f"idx_{table_name}_{'_'.join(columns)}"
+            conn.execute(f"CREATE INDEX IF NOT EXISTS {index_name} ON {table_name} ({', '.join(columns)})")
+        for view_name, select_sql in VIEWS.items():
+            conn.execute(f"DROP VIEW IF EXISTS {view_name}")
+            conn.execute(f"CREATE VIEW {view_name} AS {select_sql}")
+    logger.info("SQLite schema ready: %d tables, %d views", len(TABLES), len(VIEWS))
+
+
+def _add_missing_columns(conn: sqlite3.Connection, table: Table) -> None:
+    """Add columns that schema.py has but the existing table does not (a simple migration)."""
+    existing = {row[1] for row in conn.execute(f"PRAGMA table_info({table.name})")}
+    for column in table.columns:
+        if column.name in existing:
+            continue
+        if not column.nullable:
+            raise ValueError(
+                f"{table.name} exists without the NOT NULL column {column.name}, which cannot be added "
+                "to a table that has rows. Rebuild the table (or the warehouse file) and reload."
+            )
+        logger.warning("Adding column %s.%s (new in schema.py)", table.name, column.name)
+        conn.execute(f"ALTER TABLE {table.name} ADD COLUMN {_column_sql(table, column.name)}")
+
+
+# --- Writes -----------------------------------------------------------------------------------
+
+
+def load_batch(conn: sqlite3.Connection, frames: dict[str, pd.DataFrame]) -> dict[str, int]:
+    """Upsert several tables in ONE transaction: either every frame is written or none is.
+
+    A row whose primary key is already stored is updated; otherwise it is inserted. Columns
+    missing from a frame are NULL in new rows and left unchanged in existing rows. Values are
+    converted for SQLite: NaN/NA/NaT -> NULL, datetimes -> ISO text (TIMESTAMP in UTC), bools -> 0/1.
+
+    Args:
+        conn: an open warehouse connection.
+        frames: table name -> DataFrame whose columns are some of that table's columns
+            (it must include the primary key and NOT NULL columns).
+
+    Returns:
+        Table name -> rows written (inserted or updated; duplicates within a frame count twice,
+        the last one wins).
+
+    Raises:
+        ValueError: an unknown table or column, or a missing key/NOT NULL column (nothing written).
+        sqlite3.IntegrityError: e.g. a NULL in a NOT NULL column (the whole batch is rolled back).
+        WarehouseLockedError: another writer held the lock for longer than the busy timeout.
+
+    Example:
+        >>> load_batch(conn, {"fact_daily_prices": prices, "fact_technical_indicators": indicators})
+        {'fact_daily_prices': 250, 'fact_technical_indicators': 250}
+    """
+    # Check every frame before writing anything, so a typo fails fast and clearly.
+    batch = [(_table_named(name), frame) for name, frame in frames.items()]
+    for table, frame in batch:
+        _check_columns(table, frame)
+
+    written: dict[str, int] = {}
+    with _write_transaction(conn):
+        for table, frame in batch:
+            if len(frame) > 0:
+                conn.executemany(_upsert_sql(table, list(frame.columns)), _sqlite_rows(table, frame))
+            written[table.name] = len(frame)
+            logger.info("Upserted %d rows into %s (%s)", len(frame), table.name, _describe_rows(frame))
+    return written
+
+
+def _table_named(name: str) -> Table:
+    """The schema table called `name`, or a ValueError listing the tables there are."""
+    if name not in TABLES:
+        raise ValueError(f"Unknown warehouse table {name!r}; tables are: {', '.join(TABLES)}")
+    return TABLES[name]
+
+
+def _check_columns(table: Table, frame: pd.DataFrame) -> None:
+    """Raise ValueError unless the frame's columns fit the table (subset, with key and NOT NULL columns)."""
+    unknown = [str(name) for name in frame.columns if name not in table.column_names]
+    if unknown:
+        raise ValueError(
+            f"Frame for {table.name} has column(s) not in the schema: {', '.join(unknown)} "
+            f"(its columns are: {', '.join(table.column_names)})"
+        )
+    required = [c.name for c in table.columns if c.name in table.primary_key or not c.nullable]
+    missing = [name for name in required if name not in frame.columns]
+    if missing:
+        raise ValueError(f"Frame for {table.name} lacks required column(s): {', '.join(missing)}")
+
+
+def _upsert_sql(table: Table, columns: list[str]) -> str:
+    """INSERT ... ON CONFLICT (primary key) DO UPDATE for the given columns (names from the schema).
+
+    Example: dim_symbol with columns ["symbol", "name"] gives (on one line)
+        INSERT INTO dim_symbol (symbol, name) VALUES (?, ?)
+        ON CONFLICT (symbol) DO UPDATE SET name = excluded.name
+    """
+    placeholders = ", ".join("?" for _ in columns)
+    updates = [f"{name} = excluded.{name}" for name in columns if name not in table.primary_key]
+    # A frame with only key columns has nothing to update: an existing row is already right.
+    action = f"DO UPDATE SET {', '.join(updates)}" if updates else "DO NOTHING"
+    return (
+        f"INSERT INTO {table.name} ({', '.join(columns)}) VALUES ({placeholders}) "
+        f"ON CONFLICT ({', '.join(table.primary_key)}) {action}"
+    )
+
+
+def _sqlite_rows(table: Table, frame: pd.DataFrame) -> Iterator[tuple]:
+    """Yield the frame's rows as tuples of SQLite-safe values, converting CHUNK_ROWS rows at a time.
+
+    The conversion is done per column with pandas (fast); the only per-row work is zip().
+    """
+    for start in range(0, len(frame), CHUNK_ROWS):
+        chunk = frame.iloc[start : start + CHUNK_ROWS]
+        columns = [_sqlite_values(chunk[name], table.column(name).type) for name in chunk.columns]
+        yield from zip(*columns, strict=True)
+
+
+def _sqlite_values(values: pd.Series, logical_type: str) -> list:
+    """Convert one column to a list of plain Python values SQLite accepts (None for missing)."""
+    if logical_type in ("DATE", "TIMESTAMP"):
+        values = _to_iso_text(values, logical_type)
+    elif logical_type in ("FLOAT", "INTEGER", "BOOLEAN") and values.dtype == object:
+        # e.g. None mixed with numbers, or numpy scalars; text that is not a number raises.
+        values = pd.to_numeric(values)
+    if logical_type == "BOOLEAN" or (logical_type == "INTEGER" and pd.api.types.is_float_dtype(values)):
+        # True/False -> 1/0, 1234.0 -> 1234; a fractional float in an INTEGER column raises.
+        values = values.astype("Int64")
+    if values.hasnans:
+        values = values.astype(object).where(values.notna(), None)
+    return values.tolist()
+
+
+def _to_iso_text(values: pd.Series, logical_type: str) -> pd.Series:
+    """Turn datetime/date values into ISO text; text is assumed ISO already and kept as it is."""
+    if isinstance(values.dtype, pd.DatetimeTZDtype) and logical_type == "TIMESTAMP":
+        return values.dt.tz_convert("UTC").dt.strftime(TIMESTAMP_FORMAT)
+    if pd.api.types.is_datetime64_any_dtype(values):
+        # A DATE keeps its own calendar day; a naive TIMESTAMP is taken to be UTC already.
+        return values.dt.strftime(DATE_FORMAT if logical_type == "DATE" else TIMESTAMP_FORMAT)
+    if values.dtype == object:
+        # Mixed Python objects (e.g. a run record built from a dict): convert one by one.
+        return values.map(lambda value: _iso_text(value, logical_type))
+    return values
+
+
+def _iso_text(value: object, logical_type: str) -> object:
+    """One date/datetime -> ISO text (aware TIMESTAMPs in UTC); any other value unchanged."""
+    if isinstance(value, datetime):
+        if logical_type == "DATE":
+            return value.strftime(DATE_FORMAT)
+        if value.tzinfo is not None:
+            value = value.astimezone(UTC)
+        return value.strftime(TIMESTAMP_FORMAT)
+    if isinstance(value, date):
+        return value.isoformat()
+    return value
+
+
+def _describe_rows(frame: pd.DataFrame) -> str:
+    """'3 symbols, 2024-07-01..2024-07-08' for log lines (whatever of that the frame has)."""
+    parts = []
+    if "symbol" in frame.columns and len(frame) > 0:
+        parts.append(f"{frame['symbol'].nunique()} symbols")
+    if "trade_date" in frame.columns and len(frame) > 0:
+        parts.append(f"{frame['trade_date'].min()}..{frame['trade_date'].max()}")
+    return ", ".join(parts) or "-"
+
+
+def record_run(conn: sqlite3.Connection, run: dict) -> None:
+    """Insert or update one `pipeline_runs` row (keyed by run_id).
+
+    Call it at the start of a run (status 'running') and again at the end: the second call
+    updates the row. Keys not given are left as they are.
+
+    Args:
+        conn: an open warehouse connection.
+        run: column name -> value, e.g. {"run_id": "...", "status": "success", ...}. dict or
+            list values (failed_symbols, rows_by_source) are stored as JSON text.
+
+    Raises:
+        ValueError: a key that is not a pipeline_runs column, or no run_id.
+    """
+    row = {
+        key: json.dumps(value, sort_keys=True) if isinstance(value, dict | list) else value
+        for key, value in run.items()
+    }
+    load_batch(conn, {"pipeline_runs": pd.DataFrame([row])})
+    logger.info("Recorded run %s (status %s)", run.get("run_id"), run.get("status"))
+
+
+def refresh_dim_symbol(
+    conn: sqlite3.Connection, symbols: list[str], source_by_symbol: dict | None = None
+) -> None:
+    """Update `dim_symbol` for these symbols from what `fact_daily_prices` now holds.
+
+    Sets first_trade_date / last_trade_date from the stored prices, `source` from
+    `source_by_symbol` (kept when not given) and `updated_at`. name, exchange and currency are
+    kept as they are (load them with load_batch when known); a missing currency becomes 'USD'.
+    Symbols with no stored prices get no row.
+
+    Args:
+        conn: an open warehouse connection.
+        symbols: the symbols just loaded.
+        source_by_symbol: symbol -> source of the latest load, e.g. {"AAPL": "yahoo"}.
+    """
+    source_by_symbol = source_by_symbol or {}
+    updated_at = datetime.now(UTC).strftime(TIMESTAMP_FORMAT)  # an audit stamp, not a data choice
+    # One INSERT ... SELECT per symbol; MIN/MAX walk the primary-key index, so it stays fast.
+    # (GROUP BY ends the SELECT, which keeps SQLite from reading ON CONFLICT as a join clause.)
+    sql = """
+        INSERT INTO dim_symbol (symbol, currency, first_trade_date, last_trade_date, source, updated_at)
+        SELECT symbol, 'USD', MIN(trade_date), MAX(trade_date), ?, ?
+        FROM fact_daily_prices
+        WHERE symbol = ?
+        GROUP BY symbol
+        ON CONFLICT (symbol) DO UPDATE SET
+            currency = COALESCE(dim_symbol.currency, excluded.currency),
+            first_trade_date = excluded.first_trade_date,
+            last_trade_date = excluded.last_trade_date,
+            source = COALESCE(excluded.source, dim_symbol.source),
+            updated_at = excluded.updated_at
+    """
+    params = [(source_by_symbol.get(symbol), updated_at, symbol) for symbol in dict.fromkeys(symbols)]
+    with _write_transaction(conn):
+        conn.executemany(sql, params)
+    logger.info("Refreshed dim_symbol for %d symbols", len(params))
+
+
+def ensure_dim_date(conn: sqlite3.Connection, start: str, end: str) -> int:
+    """Upsert the `dim_date` rows (every calendar day, NYSE flags) from start to end inclusive.
+
+    Returns:
+        The number of dim_date rows written.
+    """
+    frame = build_dim_date(start, end)
+    return load_batch(conn, {"dim_date": frame})["dim_date"]
+
+
+# --- Reads ------------------------------------------------------------------------------------
+
+
+def query(conn: sqlite3.Connection, sql: str, params: tuple | dict = ()) -> pd.DataFrame:
+    """Run a SELECT and return the result as a DataFrame.
+
+    Args:
+        conn: an open warehouse connection.
+        sql: the SQL, with `?` (tuple params) or `:name` (dict params) placeholders.
+        params: the values; never format values into the SQL text.
+
+    Example:
+        >>> query(conn, "SELECT close FROM fact_daily_prices WHERE symbol = ? AND trade_date = ?",
+        ...       ("AAPL", "2024-07-01"))
+    """
+    return pd.read_sql_query(sql, conn, params=params)
+
+
+def read_prices(conn: sqlite3.Connection, symbols: list[str], start: str, end: str) -> pd.DataFrame:
+    """Read stored prices for some symbols from start to end (both included).
+
+    Returns:
+        A DataFrame with PRICE_COLUMNS (symbol, trade_date, open, high, low, close, volume,
+        source, quality_flags), sorted by symbol and trade_date; prices float64, volume int64,
+        quality_flags '' where none were stored.
+    """
+    if not symbols:
+        return _typed(pd.DataFrame(columns=PRICE_COLUMNS))
+    placeholders = ", ".join("?" for _ in symbols)
+    sql = (
+        f"SELECT {', '.join(PRICE_COLUMNS)} FROM fact_daily_prices "
+        f"WHERE symbol IN ({placeholders}) AND trade_date BETWEEN ? AND ? "
+        "ORDER BY symbol, trade_date"
+    )
+    rows = conn.execute(sql, (*symbols, start, end)).fetchall()
+    frame = _typed(pd.DataFrame(rows, columns=PRICE_COLUMNS))
+    frame["quality_flags"] = frame["quality_flags"].fillna("")
+    logger.debug("Read %d price rows for %d symbols, %s..%s", len(frame), len(symbols), start, end)
+    return frame
+
+
+def read_history_tail(conn: sqlite3.Connection, symbols: list[str], before: str, rows: int) -> pd.DataFrame:
+    """Read, per symbol, the last `rows` stored sessions before a date, with the RSI state.
+
+    The indicator step uses this as its lookback, so it can compute new rows without reading
+    the whole history. One indexed query per symbol (see HISTORY_TAIL_SQL).
+
+    Args:
+        conn: an open warehouse connection.
+        symbols: the symbols to read.
+        before: 'YYYY-MM-DD'; only sessions strictly before it are returned.
+        rows: how many sessions per symbol (fewer when there are fewer).
+
+    Returns:
+        A DataFrame with HISTORY_TAIL_COLUMNS (symbol, trade_date, open, high, low, close,
+        volume, rsi_avg_gain_14, rsi_avg_loss_14), sorted by symbol and trade_date; prices and
+        RSI averages float64 (NaN where no indicator row), volume int64.
+
+    Raises:
+        ValueError: rows is negative.
+
+    Example:
+        >>> read_history_tail(conn, ["AAPL", "MSFT"], before="2024-07-01", rows=250)
+    """
+    if rows < 0:
+        # SQLite reads LIMIT -1 as "no limit", which would quietly return the whole history.
+        raise ValueError(f"rows must be 0 or more, got {rows}")
+    found: list[tuple] = []
+    for symbol in dict.fromkeys(symbols):
+        found.extend(conn.execute(HISTORY_TAIL_SQL, (symbol, before, rows)).fetchall())
+    frame = pd.DataFrame(found, columns=HISTORY_TAIL_COLUMNS)
+    frame = frame.sort_values(["symbol", "trade_date"], ignore_index=True)
+    return _typed(frame)
+
+
+def _typed(frame: pd.DataFrame) -> pd.DataFrame:
+    """Give a read frame the pipeline's dtypes (float prices, int volume)."""
+    return frame.astype({name: dtype for name, dtype in _READ_DTYPES.items() if name in frame.columns})
