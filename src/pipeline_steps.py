@@ -1,0 +1,305 @@
+"""The pipeline's steps as plain functions: what each Airflow task calls.
+
+The DAG (`airflow/dags/daily_etl_pipeline.py`) only wires these together:
+
+    resolve_symbols -> make_batches -> extract_batch (mapped) -> transform_batch (mapped)
+        -> load_batch (mapped) -> check_data_quality -> finish_run
+
+Tasks hand data to each other through S3 (raw replies, then processed Parquet); what they
+return (and Airflow keeps as XCom) is only S3 keys and counts. Every step is keyed on the run's
+logical date, never on "now", so re-running a date (or clearing one task) gives the same
+warehouse. Settings are passed in; the DAG loads them inside each task.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import date
+
+import pandas as pd
+
+from src.config import ConfigurationError, Settings
+from src.ingestion.symbols import normalize_symbols
+
+logger = logging.getLogger(__name__)
+
+
+def _require_bucket(settings: Settings) -> str:
+    if not settings.s3_bucket:
+        raise ConfigurationError(
+            "S3_BUCKET is not set. The Airflow tasks hand data to each other through S3; "
+            "set S3_BUCKET (and AWS_ENDPOINT_URL for the local moto server)."
+        )
+    return settings.s3_bucket
+
+
+def resolve_symbols(requested: list[str] | None, settings: Settings) -> list[str]:
+    """The run's symbols: the ones requested (e.g. DAG params), else `settings.symbols`; validated.
+
+    Raises:
+        InvalidSymbolInputError: a symbol is invalid (nothing has been fetched yet).
+    """
+    return normalize_symbols(requested if requested else list(settings.symbols))
+
+
+def make_batches(symbols: list[str], batch_size: int) -> list[list[str]]:
+    """Split symbols into batches of `batch_size` (one mapped Airflow task per batch).
+
+    Example:
+        >>> make_batches(["A", "B", "C"], 2)
+        [['A', 'B'], ['C']]
+    """
+    return [symbols[i : i + batch_size] for i in range(0, len(symbols), batch_size)]
+
+
+def land_fetch_results(results: list, settings: Settings, ingest_date: str, s3_client, start: str, end: str) -> list[str]:
+    """Land each fetched reply untouched in the S3 raw zone; returns the keys written.
+
+    The requested range and the synthetic flag go into the object's metadata, so the transform
+    step keeps exactly the rows this run selected (see `raw_replies.prices_from_raw_reply`).
+    """
+    from src.storage.s3_handler import land_raw_reply
+
+    keys = []
+    for result in results:
+        synthetic = bool((result.prices["source"] == "synthetic").any()) if not result.prices.empty else False
+        params = {**result.request_params, "range_start": start, "range_end": end}
+        if synthetic:
+            params["synthetic"] = "true"
+        keys.append(
+            land_raw_reply(
+                s3_client,
+                settings.s3_bucket,
+                source=result.source,
+                symbol=result.symbol,
+                ingest_date=date.fromisoformat(ingest_date),
+                payload=result.raw_payload,
+                request_params=params,
+                fetched_at=result.fetched_at,
+                secrets=settings.secrets(),
+            )
+        )
+    return keys
+
+
+def extract_batch(
+    symbols: list[str], start: str, end: str, logical_date: str, settings: Settings, *, source: str | None = None
+) -> dict:
+    """Fetch one batch of symbols (with fallback between sources) and land the raw replies in S3.
+
+    Args:
+        symbols: validated symbols of this batch.
+        start: first trading day to fetch, 'YYYY-MM-DD' (inclusive).
+        end: last trading day to fetch, 'YYYY-MM-DD' (inclusive).
+        logical_date: the run's logical date; the S3 `ingest_date`, so reruns overwrite.
+        settings: loaded settings.
+        source: only this source (a manual override); None = `DATA_SOURCES` with fallback.
+
+    Returns:
+        {"raw_keys": [...], "fetched": {symbol: source}, "failed": {symbol: reason}}
+    """
+    from src.ingestion.sources import fetch_batch
+    from src.storage.s3_handler import ensure_bucket, get_s3_client
+
+    bucket = _require_bucket(settings)
+    s3 = get_s3_client(settings)
+    ensure_bucket(s3, bucket, create=settings.s3_create_bucket)
+    sources = [source] if source and source != "auto" else None
+    results, failures = fetch_batch(
+        symbols, date.fromisoformat(start), date.fromisoformat(end), settings, sources=sources
+    )
+    keys = land_fetch_results(results, settings, logical_date, s3, start, end)
+    logger.info(
+        "extract %s..%s: %d fetched, %d failed, %d raw objects landed", start, end, len(results), len(failures), len(keys)
+    )
+    return {
+        "raw_keys": keys,
+        "fetched": {result.symbol: result.source for result in results},
+        "failed": failures,
+    }
+
+
+def transform_raw_objects(s3_client, bucket: str, raw_keys: list[str], logical_date: str, part: str) -> dict:
+    """The one transform function: raw replies in S3 -> processed Parquet in S3, with counts.
+
+    Both the Airflow task (in-process) and the AWS Lambda handler call this.
+
+    Args:
+        s3_client: a boto3 S3 client.
+        bucket: the bucket holding raw/ and processed/.
+        raw_keys: raw objects to transform (from `extract_batch`).
+        logical_date: the run's logical date (rows after it are rejected; the processed key's date).
+        part: a name for this batch's processed files, e.g. "batch-003".
+
+    Returns:
+        {"processed_keys": {"prices": key or None, "quarantine": key or None},
+         "rows_clean": n, "rows_quarantined": n, "symbols": [...]}
+    """
+    from src.ingestion.raw_replies import prices_from_raw_reply
+    from src.storage.s3_handler import raw_object_metadata, read_raw_reply, write_processed_frame
+    from src.transformation.transform import transform_prices
+
+    frames = []
+    for key in raw_keys:
+        metadata = raw_object_metadata(s3_client, bucket, key)
+        payload = read_raw_reply(s3_client, bucket, key)
+        frames.append(prices_from_raw_reply(metadata["source"], metadata["symbol"], payload, metadata))
+    raw_prices = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+    if raw_prices.empty:
+        return {"processed_keys": {"prices": None, "quarantine": None}, "rows_clean": 0, "rows_quarantined": 0, "symbols": []}
+
+    clean, quarantine = transform_prices(raw_prices, run_date=logical_date)
+    ingest_date = date.fromisoformat(logical_date)
+    processed = {"prices": None, "quarantine": None}
+    if not clean.empty:
+        processed["prices"] = write_processed_frame(
+            s3_client, bucket, clean, dataset="prices", ingest_date=ingest_date, part=part
+        )
+    if not quarantine.empty:
+        processed["quarantine"] = write_processed_frame(
+            s3_client, bucket, quarantine, dataset="quarantine", ingest_date=ingest_date, part=part
+        )
+    return {
+        "processed_keys": processed,
+        "rows_clean": len(clean),
+        "rows_quarantined": len(quarantine),
+        "symbols": sorted(clean["symbol"].unique().tolist()) if not clean.empty else [],
+    }
+
+
+def transform_batch(raw_keys: list[str], logical_date: str, part: str, settings: Settings) -> dict:
+    """Transform one batch's raw replies, in-process or in the deployed Lambda (`TRANSFORM_BACKEND`).
+
+    Returns:
+        The same dict as `transform_raw_objects`.
+    """
+    bucket = _require_bucket(settings)
+    if settings.transform_backend == "lambda":
+        from src.transformation.lambda_handler import invoke_transform_lambda
+
+        return invoke_transform_lambda(raw_keys, logical_date, part, settings)
+    from src.storage.s3_handler import get_s3_client
+
+    return transform_raw_objects(get_s3_client(settings), bucket, raw_keys, logical_date, part)
+
+
+def load_batch(processed_keys: dict, run_id: str, settings: Settings) -> dict:
+    """Load one batch's processed Parquet from S3 into the warehouse (prices, indicators, aggregates).
+
+    Returns:
+        {"rows_loaded": n, "rows_quarantined": n, "rows_by_source": {...}, "symbols_loaded": [...]}
+    """
+    from src.pipeline import utc_now_iso
+    from src.storage.loader import load_clean_prices
+    from src.storage.s3_handler import get_s3_client, read_processed_frame
+    from src.storage.warehouse import open_warehouse
+    from src.transformation.transform import QUARANTINE_COLUMNS
+
+    bucket = _require_bucket(settings)
+    s3 = get_s3_client(settings)
+    clean = read_processed_frame(s3, bucket, processed_keys["prices"]) if processed_keys.get("prices") else None
+    quarantine = (
+        read_processed_frame(s3, bucket, processed_keys["quarantine"]) if processed_keys.get("quarantine") else None
+    )
+    clean = clean if clean is not None else pd.DataFrame(columns=["symbol", "trade_date", "source"])
+    quarantine = quarantine if quarantine is not None else pd.DataFrame(columns=QUARANTINE_COLUMNS)
+
+    warehouse = open_warehouse(settings)
+    try:
+        load_clean_prices(warehouse, clean, quarantine, run_id, utc_now_iso())
+    finally:
+        warehouse.close()
+    by_source = {str(k): int(v) for k, v in clean.groupby("source").size().items()} if not clean.empty else {}
+    return {
+        "rows_loaded": len(clean),
+        "rows_quarantined": len(quarantine),
+        "rows_by_source": by_source,
+        "symbols_loaded": sorted(clean["symbol"].unique().tolist()) if not clean.empty else [],
+    }
+
+
+def start_run(run_id: str, logical_date: str, symbols: list[str], settings: Settings) -> str:
+    """Record a `running` row in pipeline_runs; returns the start time (ISO UTC)."""
+    from src.pipeline import RunSummary, utc_now_iso
+    from src.storage.warehouse import open_warehouse
+
+    summary = RunSummary(run_id=run_id, logical_date=logical_date, symbols_requested=symbols, started_at=utc_now_iso())
+    warehouse = open_warehouse(settings)
+    try:
+        warehouse.record_run(summary.as_run_record())
+    finally:
+        warehouse.close()
+    return summary.started_at
+
+
+def check_data_quality(symbols: list[str], logical_date: str, settings: Settings) -> dict:
+    """Check the loaded data for this run's symbols and date; alert (not fail) when a check fails.
+
+    Returns:
+        {"ok": bool, "checks": [{"name", "ok", "message", "figures"}, ...]}
+    """
+    from src.monitoring.health_checks import run_pipeline_checks
+
+    return run_pipeline_checks(symbols, logical_date, settings)
+
+
+class PipelineRunFailed(Exception):
+    """Some symbols could not be loaded from any source; the run is recorded as partial/failed."""
+
+
+def finish_run(
+    run_id: str,
+    logical_date: str,
+    symbols: list[str],
+    extract_results: list[dict],
+    load_results: list[dict],
+    started_at: str,
+    settings: Settings,
+) -> dict:
+    """Record how the run ended in pipeline_runs and publish its metrics.
+
+    Raises:
+        PipelineRunFailed: after recording, when any symbol failed: the task fails so Airflow
+            alerts and the run never shows green with missing symbols.
+
+    Returns:
+        The pipeline_runs row that was written.
+    """
+    from datetime import datetime
+
+    from src.monitoring.metrics import publish_run_metrics
+    from src.pipeline import RunSummary, utc_now_iso
+    from src.storage.warehouse import open_warehouse
+
+    summary = RunSummary(run_id=run_id, logical_date=logical_date, symbols_requested=symbols, started_at=started_at)
+    loaded: set[str] = set()
+    for result in load_results:
+        loaded.update(result.get("symbols_loaded", []))
+        summary.rows_loaded += int(result.get("rows_loaded", 0))
+        summary.rows_quarantined += int(result.get("rows_quarantined", 0))
+        for source, rows in result.get("rows_by_source", {}).items():
+            summary.rows_by_source[source] = summary.rows_by_source.get(source, 0) + int(rows)
+    for result in extract_results:
+        summary.failed.update(result.get("failed", {}))
+    for symbol in symbols:
+        if symbol not in loaded and symbol not in summary.failed:
+            summary.failed[symbol] = "no valid rows loaded (all quarantined or none in range)"
+    summary.loaded = [symbol for symbol in symbols if symbol in loaded]
+    summary.ended_at = utc_now_iso()
+    summary.elapsed_seconds = (
+        datetime.fromisoformat(summary.ended_at) - datetime.fromisoformat(started_at)
+    ).total_seconds()
+
+    record = summary.as_run_record()
+    warehouse = open_warehouse(settings)
+    try:
+        warehouse.record_run(record)
+    finally:
+        warehouse.close()
+    publish_run_metrics(record, settings)
+    if summary.failed:
+        raise PipelineRunFailed(
+            f"run {run_id} for {logical_date}: {len(summary.failed)} of {len(symbols)} symbols failed: "
+            + "; ".join(f"{symbol}: {reason}" for symbol, reason in sorted(summary.failed.items()))
+        )
+    return record

@@ -1,0 +1,57 @@
+"""The transform step: raw source prices in, clean prices and quarantined rows out.
+
+This is the one transform function. The CLI and the Airflow task call it in-process; the AWS
+Lambda handler (`src.transformation.lambda_handler`) calls the same function in the cloud.
+It is stateless on purpose (no warehouse access), so it can run anywhere: indicators, which
+need the stored history, are computed at load time (`src.storage.loader`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from datetime import date
+
+import pandas as pd
+
+from src.ingestion.data_validator import validate_prices
+from src.transformation.cleaner import clean_prices
+
+logger = logging.getLogger(__name__)
+
+QUARANTINE_COLUMNS = ["symbol", "trade_date", "record_hash", "raw_record", "reason", "source"]
+
+
+def _with_record_hash(rejected: pd.DataFrame) -> pd.DataFrame:
+    """Add `record_hash` (sha256 of the raw record) so reruns upsert instead of piling up."""
+    frame = rejected.copy()
+    frame["trade_date"] = frame["trade_date"].fillna("").astype(str)
+    frame["raw_record"] = frame["raw_record"].astype(str)
+    frame["record_hash"] = [hashlib.sha256(text.encode("utf-8")).hexdigest() for text in frame["raw_record"]]
+    return frame[QUARANTINE_COLUMNS]
+
+
+def transform_prices(raw_prices: pd.DataFrame, run_date: date | str) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Validate and clean raw prices; every input row ends up in exactly one of the two outputs.
+
+    Args:
+        raw_prices: normalised prices straight from the sources (values may still be strings),
+            columns symbol, trade_date, open, high, low, close, volume, source.
+        run_date: the run's logical date; rows dated after it are rejected.
+
+    Returns:
+        (clean_prices, quarantine): clean rows with typed values and `quality_flags`, and the
+        rejected rows with `reason`, `raw_record` and `record_hash` (ready for `quarantine_prices`).
+    """
+    valid, rejected = validate_prices(raw_prices, run_date=run_date)
+    clean, quarantined = clean_prices(valid)
+    quarantine = pd.concat([rejected, quarantined], ignore_index=True)
+    if quarantine.empty:
+        quarantine = pd.DataFrame(columns=QUARANTINE_COLUMNS)
+    else:
+        quarantine = _with_record_hash(quarantine)
+    logger.info(
+        "transform: %d input rows -> %d clean, %d quarantined (run date %s)",
+        len(raw_prices), len(clean), len(quarantine), run_date,
+    )
+    return clean, quarantine
