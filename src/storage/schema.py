@@ -57,6 +57,11 @@ class Table:
 
 LOGICAL_TYPES = ("STRING", "DATE", "TIMESTAMP", "FLOAT", "INTEGER", "BOOLEAN")
 
+# Bookkeeping columns: who wrote a row and when. An upsert whose data columns are unchanged
+# leaves them alone, so re-running a date leaves the tables byte-for-byte identical and
+# `loaded_at` tells when a value last really changed.
+AUDIT_COLUMNS = frozenset({"loaded_at", "run_id", "quarantined_at", "updated_at"})
+
 _OHLCV = (
     Column("open", "FLOAT", description="first traded price of the period, as traded (unadjusted)"),
     Column("high", "FLOAT", description="highest traded price"),

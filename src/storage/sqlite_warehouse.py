@@ -32,7 +32,7 @@ from pathlib import Path
 import pandas as pd
 
 from src.storage.calendar_dim import build_dim_date
-from src.storage.schema import TABLES, Table
+from src.storage.schema import AUDIT_COLUMNS, TABLES, Table
 
 logger = logging.getLogger(__name__)
 
@@ -476,6 +476,13 @@ def _upsert_sql(table: Table, columns: list[str]) -> str:
     updates = [f"{name} = excluded.{name}" for name in columns if name not in table.primary_key]
     # A frame with only key columns has nothing to update: an existing row is already right.
     action = f"DO UPDATE SET {', '.join(updates)}" if updates else "DO NOTHING"
+    # Skip the update when no data column changed, so a rerun keeps the old run_id/loaded_at
+    # (audit columns) and the table stays identical. `IS NOT` treats NULL = NULL as equal.
+    data_columns = [name for name in columns if name not in table.primary_key and name not in AUDIT_COLUMNS]
+    if updates and data_columns and len(data_columns) < len(updates):
+        mine = ", ".join(f"{table.name}.{name}" for name in data_columns)
+        theirs = ", ".join(f"excluded.{name}" for name in data_columns)
+        action += f" WHERE ({mine}) IS NOT ({theirs})"
     return (
         f"INSERT INTO {table.name} ({', '.join(columns)}) VALUES ({placeholders}) "
         f"ON CONFLICT ({', '.join(table.primary_key)}) {action}"

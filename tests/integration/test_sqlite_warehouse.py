@@ -209,6 +209,26 @@ def test_a_changed_value_replaces_the_stored_one(conn, prices_2012):
     )
 
 
+def test_a_rerun_with_unchanged_data_keeps_the_first_runs_audit_columns(conn, prices_2012):
+    wh.load_batch(conn, {"fact_daily_prices": prices_2012})
+    before = snapshot(conn)
+    rerun = prices_2012.assign(run_id="run-2", loaded_at="2024-02-01T00:00:00+00:00")
+    changed = rerun.index[(rerun["symbol"] == "IBM") & (rerun["trade_date"] == "2012-06-01")][0]
+    rerun.loc[changed, "close"] = 190.0
+
+    wh.load_batch(conn, {"fact_daily_prices": rerun})
+
+    audit = wh.query(conn, "SELECT run_id, COUNT(*) AS n FROM fact_daily_prices GROUP BY run_id ORDER BY run_id")
+    # Only the row whose close really changed takes the new run's id and time.
+    assert audit.to_dict("records") == [{"run_id": "run-1", "n": len(prices_2012) - 1}, {"run_id": "run-2", "n": 1}]
+    row = wh.query(
+        conn, "SELECT close, loaded_at FROM fact_daily_prices WHERE symbol = ? AND trade_date = ?", ("IBM", "2012-06-01")
+    )
+    assert row.to_dict("records") == [{"close": 190.0, "loaded_at": "2024-02-01T00:00:00+00:00"}]
+    wh.load_batch(conn, {"fact_daily_prices": prices_2012})
+    assert snapshot(conn) == before
+
+
 def test_columns_missing_from_a_frame_are_null_when_new_and_kept_when_stored(conn, prices_2012):
     wh.load_batch(conn, {"fact_daily_prices": prices_2012.head(2)})
     update = pd.DataFrame(
