@@ -3,5 +3,6 @@
 pytest_plugins = [
     "tests.fixtures.market_data",
     "tests.fixtures.moto_server",
+    "tests.fixtures.bq_emulator",
     "tests.fixtures.slack_catcher",
 ]

@@ -1,0 +1,749 @@
+"""The BigQuery warehouse: the same functions as `sqlite_warehouse`, on Google BigQuery.
+
+`WAREHOUSE_BACKEND=bigquery` makes `src/storage/warehouse.py` use this module instead of the
+SQLite one. Both expose `connect`, `create_schema`, `load_batch`, `read_history_tail`,
+`read_prices`, `record_run`, `query`, `refresh_dim_symbol` and `ensure_dim_date`, so the
+pipeline code is the same for both.
+
+How a batch is written (idempotent, and free-tier friendly):
+1. Each table's rows go into a fresh staging table (`_staging_<table>_<random>`) with a LOAD
+   JOB: newline-delimited JSON with the explicit schema from `schema.py`. Load jobs cost
+   nothing; streaming inserts (`insert_rows`) cost money and the free tier refuses them.
+2. One multi-statement transaction MERGEs every staging table into its target on the primary
+   key: a stored row is updated, a new row is inserted. Loading the same batch twice changes
+   nothing, and a failure rolls back every table of the batch (like SQLite's one transaction).
+3. The staging tables are dropped.
+If any load job fails, `BigQueryLoadError` is raised with the job's own error details and
+nothing of the batch is merged.
+
+Table schemas are generated from `schema.py`; partitioning and clustering are explained in
+docs/bigquery.md. For local runs and tests, `BIGQUERY_API_ENDPOINT` points the client at the
+`bqemulator` stand-in (see that doc for its quirks).
+
+Example:
+    >>> warehouse = connect(load_settings())
+    >>> create_schema(warehouse)
+    >>> load_batch(warehouse, {"fact_daily_prices": clean_prices})
+    {'fact_daily_prices': 1260}
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, date, datetime
+
+import google.cloud.bigquery.client as bigquery_client_module
+import pandas as pd
+from google.api_core.exceptions import GoogleAPICallError
+from google.auth.credentials import AnonymousCredentials
+from google.cloud import bigquery
+
+from src.config import Settings
+from src.storage.calendar_dim import build_dim_date
+from src.storage.schema import AUDIT_COLUMNS, TABLES, Table
+
+logger = logging.getLogger(__name__)
+
+# The BigQuery type of each logical type in schema.py.
+BIGQUERY_TYPES = {
+    "STRING": "STRING",
+    "DATE": "DATE",
+    "TIMESTAMP": "TIMESTAMP",
+    "FLOAT": "FLOAT64",
+    "INTEGER": "INT64",
+    "BOOLEAN": "BOOL",
+}
+
+# Tables with a `partition_by` column get one partition per MONTH, not per day: 20 years of
+# daily history is ~5,000 trading days, more than one load or MERGE may touch (4,000
+# partitions per job), but only 240 months. docs/bigquery.md explains the choice and the cost.
+PARTITION_TYPE = bigquery.TimePartitioningType.MONTH
+
+STAGING_PREFIX = "_staging_"
+
+# bqemulator refuses a multipart upload (a load of less than 5 MB) whose data part has the
+# content type "*/*", which is what the client library sends. Real BigQuery accepts both.
+EMULATOR_UPLOAD_CONTENT_TYPE = "application/octet-stream"
+
+
+class BigQueryLoadError(Exception):
+    """Rows of a batch were rejected; nothing of the batch was merged.
+
+    Attributes:
+        table: the target table whose rows were rejected.
+        job_id: the failed load job (None when the rows were rejected before any job ran).
+        errors: BigQuery's own error details (the job's `errors`): a list of dicts with
+            `reason`, `message` and usually `location`.
+    """
+
+    def __init__(self, message: str, table: str, job_id: str | None = None, errors: list[dict] | None = None):
+        super().__init__(message)
+        self.table = table
+        self.job_id = job_id
+        self.errors = errors or []
+
+
+@dataclass
+class BigQueryWarehouse:
+    """An open BigQuery warehouse: the client and where the tables live."""
+
+    client: bigquery.Client
+    project: str
+    dataset: str
+    location: str
+
+    def table_id(self, name: str) -> str:
+        """The full id of a table, e.g. 'my-project.finance.fact_daily_prices'."""
+        return f"{self.project}.{self.dataset}.{name}"
+
+    def close(self) -> None:
+        """Close the client's HTTP connections."""
+        self.client.close()
+
+
+# --- Schema: generated from schema.py ------------------------------------------------------
+
+
+def schema_fields(table: Table) -> list[bigquery.SchemaField]:
+    """Return the BigQuery schema of a table from its definition in `schema.py`.
+
+    Args:
+        table: a `schema.Table`.
+
+    Returns:
+        One SchemaField per column, in order: BigQuery type from BIGQUERY_TYPES, mode REQUIRED
+        when the column is not nullable (else NULLABLE), and the column's description.
+    """
+    return [
+        bigquery.SchemaField(
+            column.name,
+            BIGQUERY_TYPES[column.type],
+            mode="NULLABLE" if column.nullable else "REQUIRED",
+            description=column.description or None,
+        )
+        for column in table.columns
+    ]
+
+
+def bigquery_table(table: Table, table_id: str) -> bigquery.Table:
+    """Return the BigQuery table object that `create_schema` creates for a table definition.
+
+    Args:
+        table: a `schema.Table`.
+        table_id: where to create it, 'project.dataset.table'.
+
+    Returns:
+        A `bigquery.Table` with the generated schema and description; partitioned by
+        PARTITION_TYPE on `table.partition_by` and clustered by `table.cluster_by` when the
+        definition has them.
+    """
+    result = bigquery.Table(table_id, schema=schema_fields(table))
+    result.description = table.description
+    if table.partition_by:
+        result.time_partitioning = bigquery.TimePartitioning(type_=PARTITION_TYPE, field=table.partition_by)
+    if table.cluster_by:
+        result.clustering_fields = list(table.cluster_by)
+    return result
+
+
+# --- Connection and schema --------------------------------------------------------------------
+
+
+def connect(settings: Settings) -> BigQueryWarehouse:
+    """Open a BigQuery client for `settings.gcp_project_id`.
+
+    With `settings.bigquery_api_endpoint` set (the local emulator), the client talks to that
+    endpoint without credentials; otherwise it uses Google's default credentials (a service
+    account key in GOOGLE_APPLICATION_CREDENTIALS, or `gcloud auth application-default login`).
+
+    Args:
+        settings: loaded settings (GCP_PROJECT_ID, BIGQUERY_DATASET, BIGQUERY_LOCATION,
+            BIGQUERY_API_ENDPOINT).
+
+    Returns:
+        A `BigQueryWarehouse`; nothing is created yet (see `create_schema`).
+    """
+    if settings.bigquery_api_endpoint:
+        # The upload content type is a module-level setting of the client library; the
+        # emulator rejects the default one. Only ever changed when talking to the emulator.
+        bigquery_client_module._GENERIC_CONTENT_TYPE = EMULATOR_UPLOAD_CONTENT_TYPE
+        client = bigquery.Client(
+            project=settings.gcp_project_id,
+            location=settings.bigquery_location,
+            credentials=AnonymousCredentials(),
+            client_options={"api_endpoint": settings.bigquery_api_endpoint},
+        )
+        logger.info("BigQuery: using the emulator at %s", settings.bigquery_api_endpoint)
+    else:
+        client = bigquery.Client(project=settings.gcp_project_id, location=settings.bigquery_location)
+    return BigQueryWarehouse(
+        client=client,
+        project=settings.gcp_project_id,
+        dataset=settings.bigquery_dataset,
+        location=settings.bigquery_location,
+    )
+
+
+def create_schema(wh: BigQueryWarehouse) -> None:
+    """Create the dataset, every table of `schema.py` and the views, when missing.
+
+    Safe to run at every start. A table that exists already is kept as it is, except that
+    columns added to `schema.py` since it was created are added to it, as NULLABLE columns
+    (BigQuery cannot add a REQUIRED column to a table that has rows). The views (VIEWS, at
+    the end of this module) are replaced, so they always match this code.
+
+    Args:
+        wh: the open warehouse.
+    """
+    dataset = bigquery.Dataset(f"{wh.project}.{wh.dataset}")
+    dataset.location = wh.location
+    wh.client.create_dataset(dataset, exists_ok=True)
+    for table in TABLES.values():
+        # With exists_ok, create_table returns the table as it is stored when it exists.
+        stored = wh.client.create_table(bigquery_table(table, wh.table_id(table.name)), exists_ok=True)
+        _add_missing_columns(wh, table, stored)
+    for name, select_sql in VIEWS.items():
+        tables = {table_name: f"`{wh.table_id(table_name)}`" for table_name in TABLES}
+        _run(wh, f"CREATE OR REPLACE VIEW `{wh.table_id(name)}` AS\n{select_sql.format(**tables)}")
+    logger.info("BigQuery schema ready in %s.%s: %d tables, %d views", wh.project, wh.dataset, len(TABLES), len(VIEWS))
+
+
+def _add_missing_columns(wh: BigQueryWarehouse, table: Table, stored: bigquery.Table) -> list[str]:
+    """Add the columns of `table` that the stored BigQuery table lacks; return their names.
+
+    `ALTER TABLE ... ADD COLUMN IF NOT EXISTS` adds a NULLABLE column without touching the
+    rows (they read NULL in it). The column's description is not set this way: DDL takes no
+    query parameters and descriptions are only documentation.
+    """
+    stored_names = {field.name for field in stored.schema}
+    missing = [column for column in table.columns if column.name not in stored_names]
+    for column in missing:
+        _run(
+            wh,
+            f"ALTER TABLE `{wh.table_id(table.name)}` "
+            f"ADD COLUMN IF NOT EXISTS {column.name} {BIGQUERY_TYPES[column.type]}",
+        )
+        logger.info("BigQuery: added column %s %s to %s", column.name, BIGQUERY_TYPES[column.type], table.name)
+    return [column.name for column in missing]
+
+
+# --- Writing: load job into staging, then MERGE ------------------------------------------------
+
+
+def load_batch(wh: BigQueryWarehouse, frames: dict[str, pd.DataFrame]) -> dict[str, int]:
+    """Upsert rows into several tables at once: load jobs into staging tables, then one MERGE each.
+
+    Every frame is checked first, then loaded into its own staging table; only when every load
+    job succeeded are the MERGEs run, all in one transaction. Rows whose primary key is already
+    stored are updated (the columns the frame has), others are inserted. A key repeated in a
+    frame is written once, with its last row (the same result as in SQLite).
+
+    Run one load at a time per dataset: BigQuery cancels a transaction that changes a table
+    another transaction is changing at the same moment (the rerun then succeeds).
+
+    Args:
+        wh: the open warehouse.
+        frames: table name -> rows in the canonical in-memory form (DATE columns 'YYYY-MM-DD'
+            text, TIMESTAMP ISO-8601 UTC text, FLOAT float64, INTEGER int64 or Int64, BOOLEAN
+            bool). A frame may have some of the table's columns (always the primary key and
+            REQUIRED ones): the others keep their stored values (NULL in new rows). Empty
+            frames are skipped.
+
+    Returns:
+        table name -> rows written (after dropping repeated keys).
+
+    Raises:
+        ValueError: an unknown table or column, or a frame without a primary-key or REQUIRED
+            column (nothing was loaded).
+        BigQueryLoadError: a load job rejected rows (a value that is not of the column's type,
+            a missing REQUIRED value...); nothing was merged.
+    """
+    unknown = sorted(set(frames) - set(TABLES))
+    if unknown:
+        raise ValueError(f"load_batch: unknown tables {unknown}; the tables are {list(TABLES)}")
+
+    # Check every frame before loading anything, so a bad frame costs no load job.
+    prepared = {name: prepare_frame(TABLES[name], frame) for name, frame in frames.items()}
+    written = {name: len(frame) for name, frame in prepared.items()}
+    to_load = {name: frame for name, frame in prepared.items() if not frame.empty}
+    if not to_load:
+        return written
+
+    staging_ids: dict[str, str] = {}
+    try:
+        for name, frame in to_load.items():
+            staging_ids[name] = wh.table_id(f"{STAGING_PREFIX}{name}_{uuid.uuid4().hex[:12]}")
+            _load_into_staging(wh, TABLES[name], frame, staging_ids[name])
+        merges = [
+            _merge_statement(wh, TABLES[name], staging_ids[name], list(frame.columns))
+            for name, frame in to_load.items()
+        ]
+        _run(wh, "BEGIN TRANSACTION;\n" + ";\n".join(merges) + ";\nCOMMIT TRANSACTION;")
+    finally:
+        for staging_id in staging_ids.values():
+            wh.client.delete_table(staging_id, not_found_ok=True)
+    logger.info("BigQuery: merged %s into %s", written, wh.dataset)
+    return written
+
+
+def prepare_frame(table: Table, frame: pd.DataFrame) -> pd.DataFrame:
+    """Check a frame against its table and return the rows to load.
+
+    Args:
+        table: the target `schema.Table`.
+        frame: rows for it, with some or all of its columns.
+
+    Returns:
+        The frame's columns in schema order, with the last row of each repeated primary key.
+
+    Raises:
+        ValueError: a column that is not in the table, or a missing primary-key or REQUIRED column.
+        BigQueryLoadError: a NULL in a REQUIRED column (no job has run; `job_id` is None).
+    """
+    unknown = [str(name) for name in frame.columns if name not in table.column_names]
+    if unknown:
+        raise ValueError(f"{table.name}: the rows have columns that are not in the table: {unknown}")
+    missing = [column.name for column in table.columns if not column.nullable and column.name not in frame]
+    if missing:
+        raise ValueError(f"{table.name}: the rows have no column {missing} (primary key or REQUIRED)")
+    result = frame[[name for name in table.column_names if name in frame.columns]]
+
+    # BigQuery rejects a NULL in a REQUIRED column, but bqemulator does not: check it here so
+    # both fail the same way, before any job runs.
+    for column in table.columns:
+        if not column.nullable and result[column.name].isna().any():
+            count = int(result[column.name].isna().sum())
+            message = f"{table.name}: {count} rows have no value in the REQUIRED column {column.name}"
+            raise BigQueryLoadError(message, table=table.name, errors=[{"reason": "invalid", "message": message}])
+
+    repeated = result.duplicated(list(table.primary_key), keep="last")
+    if repeated.any():
+        logger.warning("%s: %d rows repeat a primary key; keeping the last of each", table.name, repeated.sum())
+        result = result[~repeated]
+    return result
+
+
+def _load_into_staging(wh: BigQueryWarehouse, table: Table, frame: pd.DataFrame, staging_id: str) -> None:
+    """Run one load job that writes `frame` into the staging table `staging_id` (replacing it)."""
+    body = frame_to_ndjson(table, frame)
+    fields = {field.name: field for field in schema_fields(table)}
+    config = bigquery.LoadJobConfig(
+        schema=[fields[name] for name in frame.columns],
+        source_format=bigquery.SourceFormat.NEWLINE_DELIMITED_JSON,
+        write_disposition=bigquery.WriteDisposition.WRITE_TRUNCATE,
+        create_disposition=bigquery.CreateDisposition.CREATE_IF_NEEDED,
+    )
+    job = wh.client.load_table_from_file(io.BytesIO(body), staging_id, job_config=config, size=len(body))
+    try:
+        job.result()
+    except GoogleAPICallError as error:
+        if not job.error_result:
+            raise  # not a rejected load (e.g. the network): nothing we can explain better
+        logger.error("%s: load job %s failed: %s", table.name, job.job_id, job.errors)
+        raise BigQueryLoadError(
+            f"{table.name}: load job {job.job_id} failed: {job.error_result.get('message')}",
+            table=table.name,
+            job_id=job.job_id,
+            errors=job.errors or [job.error_result],
+        ) from error
+    logger.info("%s: loaded %d rows into %s (job %s)", table.name, job.output_rows, staging_id, job.job_id)
+
+
+def frame_to_ndjson(table: Table, frame: pd.DataFrame) -> bytes:
+    """Serialise rows as the body of a load job: newline-delimited JSON, one object per row.
+
+    Args:
+        table: the `schema.Table` the rows are for (its column types guide the conversion).
+        frame: rows whose columns are all columns of `table`.
+
+    Returns:
+        UTF-8 bytes, e.g. b'{"symbol": "IBM", "trade_date": "2001-05-01", "close": 117.3}\\n'.
+        Missing values (None, NaN, NaT, <NA>) become null; dates and timestamps ISO text.
+    """
+    types = {column.name: column.type for column in table.columns}
+    lines = []
+    for record in frame.astype(object).to_dict("records"):
+        row = {name: _json_value(value, types[name]) for name, value in record.items()}
+        lines.append(json.dumps(row))
+    return ("\n".join(lines) + "\n").encode("utf-8")
+
+
+def _json_value(value, logical_type: str):
+    """One cell as a JSON value that BigQuery reads as `logical_type` (None for a missing value).
+
+    Values are passed on as they are otherwise: a value of the wrong type (say the text 'abc'
+    in a FLOAT column) is rejected by the load job, which names the row and the column.
+    """
+    if not isinstance(value, str) and pd.isna(value):
+        return None
+    if isinstance(value, datetime):  # also pandas Timestamps
+        return value.strftime("%Y-%m-%d") if logical_type == "DATE" else value.isoformat()
+    if isinstance(value, date):
+        return value.isoformat()
+    if hasattr(value, "item"):  # a numpy number or bool -> the plain Python value
+        value = value.item()
+    if logical_type == "INTEGER" and isinstance(value, float) and value.is_integer():
+        return int(value)  # a whole number that pandas stored as float because of NaNs
+    if logical_type == "STRING" and not isinstance(value, str):
+        return str(value)
+    return value
+
+
+def _merge_statement(wh: BigQueryWarehouse, table: Table, staging_id: str, columns: list[str]) -> str:
+    """The MERGE that upserts the rows of a staging table into its target table."""
+    matches = " AND ".join(f"target.{name} = source.{name}" for name in table.primary_key)
+    update_columns = [name for name in columns if name not in table.primary_key]
+    updates = ", ".join(f"{name} = source.{name}" for name in update_columns)
+    lines = [
+        f"MERGE `{wh.table_id(table.name)}` AS target",
+        f"USING `{staging_id}` AS source",
+        f"ON {matches}",
+    ]
+    # As in SQLite: when no data column changed, leave the row (and its audit columns) alone,
+    # so re-running a date leaves the tables identical. IS DISTINCT FROM treats NULLs as equal.
+    data_columns = [name for name in update_columns if name not in AUDIT_COLUMNS]
+    if update_columns and data_columns and len(data_columns) < len(update_columns):
+        changed = " OR ".join(f"target.{name} IS DISTINCT FROM source.{name}" for name in data_columns)
+        lines.append(f"WHEN MATCHED AND ({changed}) THEN UPDATE SET {updates}")
+    elif update_columns:
+        lines.append(f"WHEN MATCHED THEN UPDATE SET {updates}")
+    lines.append(
+        f"WHEN NOT MATCHED THEN INSERT ({', '.join(columns)}) "
+        f"VALUES ({', '.join(f'source.{name}' for name in columns)})"
+    )
+    return "\n".join(lines)
+
+
+def _run(wh: BigQueryWarehouse, sql: str, params=None) -> bigquery.QueryJob:
+    """Run one SQL statement (or script) and wait for it; return the finished job."""
+    config = bigquery.QueryJobConfig(
+        query_parameters=query_parameters(params),
+        default_dataset=f"{wh.project}.{wh.dataset}",  # so `FROM fact_daily_prices` works as in SQLite
+    )
+    job = wh.client.query(sql, job_config=config)
+    job.result()
+    return job
+
+
+# --- Reading -------------------------------------------------------------------------------------
+
+# The columns read_prices and read_history_tail return (the same as sqlite_warehouse's).
+PRICE_COLUMNS = ["symbol", "trade_date", "open", "high", "low", "close", "volume", "source", "quality_flags"]
+HISTORY_TAIL_COLUMNS = [
+    "symbol",
+    "trade_date",
+    "open",
+    "high",
+    "low",
+    "close",
+    "volume",
+    "rsi_avg_gain_14",
+    "rsi_avg_loss_14",
+]
+
+
+def query(wh: BigQueryWarehouse, sql: str, params=None) -> pd.DataFrame:
+    """Run a SQL query with parameters and return the result as a DataFrame.
+
+    Values always travel as query parameters, never formatted into the SQL text. Simple
+    queries read the same as for SQLite: table and view names without a dataset are looked up
+    in the warehouse's dataset, and ISO date text compares with DATE columns (BigQuery coerces
+    a STRING parameter to DATE or TIMESTAMP where one is expected).
+
+    Args:
+        wh: the open warehouse.
+        sql: BigQuery SQL; mark values with `?` (positional) or `@name` (named).
+        params: a list/tuple for `?`, a dict for `@name`, or None. Types follow the Python
+            values: str STRING, int INT64, float FLOAT64, bool BOOL, datetime.date DATE,
+            datetime TIMESTAMP, a list an ARRAY (for `IN UNNEST(@symbols)`).
+
+    Returns:
+        The rows, in the canonical in-memory form: DATE columns as 'YYYY-MM-DD' text,
+        TIMESTAMP columns as ISO-8601 UTC text, INTEGER columns int64 (Int64 when NULLs).
+
+    Example:
+        >>> query(wh, "SELECT * FROM v_latest_signals WHERE symbol = ?", ("GOOG",))
+    """
+    return rows_to_frame(_run(wh, sql, params).result())
+
+
+def query_parameters(params) -> list:
+    """Turn a list (positional) or dict (named) of Python values into BigQuery query parameters."""
+    if params is None:
+        return []
+    if isinstance(params, dict):
+        return [_query_parameter(name, value) for name, value in params.items()]
+    return [_query_parameter(None, value) for value in params]
+
+
+def _query_parameter(name: str | None, value):
+    """One query parameter, its BigQuery type taken from the Python value."""
+    if isinstance(value, list | tuple):
+        values = [_plain(item) for item in value]
+        return bigquery.ArrayQueryParameter(name, _parameter_type(values[0]) if values else "STRING", values)
+    value = _plain(value)
+    return bigquery.ScalarQueryParameter(name, _parameter_type(value), value)
+
+
+def _plain(value):
+    """A numpy scalar as the plain Python value; anything else unchanged."""
+    return value.item() if hasattr(value, "item") else value
+
+
+def _parameter_type(value) -> str:
+    """The BigQuery type of a Python value (bool before int, datetime before date: subclasses)."""
+    if isinstance(value, bool):
+        return "BOOL"
+    if isinstance(value, int):
+        return "INT64"
+    if isinstance(value, float):
+        return "FLOAT64"
+    if isinstance(value, datetime):
+        return "TIMESTAMP"
+    if isinstance(value, date):
+        return "DATE"
+    return "STRING"
+
+
+def rows_to_frame(rows: bigquery.table.RowIterator) -> pd.DataFrame:
+    """Turn the rows of a finished query into a DataFrame in the canonical in-memory form.
+
+    The rows are read page by page through the REST API, so neither the BigQuery Storage API
+    nor extra pandas packages are needed. Each column's type comes from the result's schema.
+
+    Args:
+        rows: `job.result()` of a query job.
+
+    Returns:
+        One column per result column: DATE as 'YYYY-MM-DD' text and TIMESTAMP as ISO-8601 UTC
+        text (as everywhere in the pipeline), STRING str, FLOAT float64 (NaN for NULL),
+        INTEGER int64 and BOOL bool (Int64 / boolean with <NA> when the column has NULLs).
+    """
+    names = [field.name for field in rows.schema]
+    frame = pd.DataFrame([list(row.values()) for row in rows], columns=names, dtype=object)
+    for field in rows.schema:
+        frame[field.name] = _canonical_column(frame[field.name], field.field_type)
+    return frame
+
+
+def _canonical_column(values: pd.Series, bigquery_type: str) -> pd.Series:
+    """Convert one column of Python values (None for NULL) to its canonical pandas dtype."""
+    if bigquery_type in ("DATE", "TIMESTAMP"):
+        # datetime.date -> '2024-07-03'; datetime in UTC -> '2024-07-03T21:30:00+00:00'.
+        return values.map(lambda value: None if value is None else value.isoformat()).astype("str")
+    if bigquery_type == "STRING":
+        return values.astype("str")
+    if bigquery_type in ("FLOAT", "FLOAT64"):
+        return values.astype("float64")
+    if bigquery_type in ("INTEGER", "INT64"):
+        values = values.astype("Int64")
+        return values if values.isna().any() else values.astype("int64")
+    if bigquery_type in ("BOOLEAN", "BOOL"):
+        values = values.astype("boolean")
+        return values if values.isna().any() else values.astype(bool)
+    return values
+
+
+def read_prices(wh: BigQueryWarehouse, symbols: list[str], start: str, end: str) -> pd.DataFrame:
+    """Return the stored prices of `symbols` from `start` to `end` (both included).
+
+    Args:
+        wh: the open warehouse.
+        symbols: ticker symbols.
+        start: first trade_date, 'YYYY-MM-DD'.
+        end: last trade_date, 'YYYY-MM-DD'.
+
+    Returns:
+        Columns PRICE_COLUMNS, sorted by symbol and trade_date; prices float64, volume int64,
+        quality_flags '' where none were stored.
+    """
+    sql = f"""
+        SELECT {", ".join(PRICE_COLUMNS)}
+        FROM `{wh.table_id("fact_daily_prices")}`
+        WHERE symbol IN UNNEST(@symbols) AND trade_date BETWEEN @start AND @end
+        ORDER BY symbol, trade_date
+    """
+    params = {"symbols": list(symbols), "start": date.fromisoformat(start), "end": date.fromisoformat(end)}
+    prices = query(wh, sql, params)
+    prices["quality_flags"] = prices["quality_flags"].fillna("")
+    return prices
+
+
+def read_history_tail(wh: BigQueryWarehouse, symbols: list[str], before: str, rows: int) -> pd.DataFrame:
+    """Return, per symbol, the last `rows` stored sessions before `before` (the indicator lookback).
+
+    Args:
+        wh: the open warehouse.
+        symbols: ticker symbols.
+        before: 'YYYY-MM-DD'; only sessions strictly before it are returned.
+        rows: how many sessions per symbol at most.
+
+    Returns:
+        Columns HISTORY_TAIL_COLUMNS (symbol, trade_date, open, high, low, close, volume,
+        rsi_avg_gain_14, rsi_avg_loss_14), sorted by symbol and trade_date; the RSI averages
+        are NaN where no indicator row is stored.
+    """
+    sql = f"""
+        SELECT p.symbol, p.trade_date, p.open, p.high, p.low, p.close, p.volume,
+               i.rsi_avg_gain_14, i.rsi_avg_loss_14
+        FROM `{wh.table_id("fact_daily_prices")}` AS p
+        LEFT JOIN `{wh.table_id("fact_technical_indicators")}` AS i
+          ON i.symbol = p.symbol AND i.trade_date = p.trade_date
+        WHERE p.symbol IN UNNEST(@symbols) AND p.trade_date < @before
+        QUALIFY ROW_NUMBER() OVER (PARTITION BY p.symbol ORDER BY p.trade_date DESC) <= @rows
+        ORDER BY p.symbol, p.trade_date
+    """
+    return query(wh, sql, {"symbols": list(symbols), "before": date.fromisoformat(before), "rows": int(rows)})
+
+
+# --- Runs and dimensions -----------------------------------------------------------------------
+
+
+def record_run(wh: BigQueryWarehouse, run: dict) -> None:
+    """Insert or update one row of `pipeline_runs` (keyed by run_id).
+
+    Args:
+        wh: the open warehouse.
+        run: column -> value; dict and list values (failed_symbols, rows_by_source) are
+            stored as JSON text. Only the given columns are written.
+    """
+    row = {
+        name: json.dumps(value, sort_keys=True) if isinstance(value, dict | list) else value
+        for name, value in run.items()
+    }
+    load_batch(wh, {"pipeline_runs": pd.DataFrame([row])})
+
+
+def refresh_dim_symbol(wh: BigQueryWarehouse, symbols: list[str], source_by_symbol: dict | None = None) -> None:
+    """Update `dim_symbol` for these symbols from what `fact_daily_prices` now holds.
+
+    Sets first_trade_date / last_trade_date from the stored prices, `source` from
+    `source_by_symbol` (kept when not given) and `updated_at`. name, exchange and currency are
+    kept as they are; a missing currency becomes 'USD'. Symbols with no stored prices get no row.
+
+    Args:
+        wh: the open warehouse.
+        symbols: the symbols just loaded.
+        source_by_symbol: symbol -> source of the latest load, e.g. {"AAPL": "yahoo"}.
+    """
+    sql = f"""
+        SELECT p.symbol, MIN(p.trade_date) AS first_trade_date, MAX(p.trade_date) AS last_trade_date,
+               ANY_VALUE(d.currency) AS currency, ANY_VALUE(d.source) AS source
+        FROM `{wh.table_id("fact_daily_prices")}` AS p
+        LEFT JOIN `{wh.table_id("dim_symbol")}` AS d ON d.symbol = p.symbol
+        WHERE p.symbol IN UNNEST(@symbols)
+        GROUP BY p.symbol
+    """
+    rows = query(wh, sql, {"symbols": list(symbols)})
+    rows["currency"] = rows["currency"].fillna("USD")
+    # The source of this load where one is given, else the stored one.
+    given = source_by_symbol or {}
+    rows["source"] = [
+        given.get(symbol) or stored for symbol, stored in zip(rows["symbol"], rows["source"], strict=True)
+    ]
+    rows["updated_at"] = datetime.now(UTC).isoformat(timespec="seconds")  # an audit stamp, not a data choice
+    load_batch(wh, {"dim_symbol": rows})
+    logger.info("BigQuery: refreshed dim_symbol for %d symbols", len(rows))
+
+
+def ensure_dim_date(wh: BigQueryWarehouse, start: str, end: str) -> int:
+    """Upsert the `dim_date` rows (every calendar day, NYSE flags) from start to end inclusive.
+
+    Rewriting days that are already stored is cheap (one small load job and MERGE) and picks
+    up calendar corrections, such as a newly declared market holiday.
+
+    Args:
+        wh: the open warehouse.
+        start: first day, 'YYYY-MM-DD'.
+        end: last day, 'YYYY-MM-DD'.
+
+    Returns:
+        The number of dim_date rows written.
+    """
+    return load_batch(wh, {"dim_date": build_dim_date(start, end)})["dim_date"]
+
+
+# --- Views -----------------------------------------------------------------------------------
+# The same names and columns as the SQLite views. `{table}` placeholders become full table ids.
+
+VIEWS: dict[str, str] = {
+    # Each symbol's latest session with its signals. LAG gives the previous session's SMAs
+    # (did the 50-day SMA cross the 200-day SMA on the latest session?).
+    "v_latest_signals": """
+WITH sessions AS (
+  SELECT
+    p.symbol, p.trade_date, p.close, i.rsi_14, i.sma_50, i.sma_200, i.vwap_20,
+    LAG(i.sma_50) OVER (PARTITION BY p.symbol ORDER BY p.trade_date) AS previous_sma_50,
+    LAG(i.sma_200) OVER (PARTITION BY p.symbol ORDER BY p.trade_date) AS previous_sma_200,
+    ROW_NUMBER() OVER (PARTITION BY p.symbol ORDER BY p.trade_date DESC) AS sessions_ago
+  FROM {fact_daily_prices} AS p
+  LEFT JOIN {fact_technical_indicators} AS i ON i.symbol = p.symbol AND i.trade_date = p.trade_date
+)
+SELECT
+  symbol,
+  trade_date,
+  close,
+  rsi_14,
+  CASE
+    WHEN rsi_14 > 70 THEN 'overbought'
+    WHEN rsi_14 < 30 THEN 'oversold'
+    WHEN rsi_14 IS NOT NULL THEN 'neutral'
+  END AS rsi_signal,
+  sma_50,
+  sma_200,
+  CASE
+    WHEN previous_sma_50 <= previous_sma_200 AND sma_50 > sma_200 THEN 'golden_cross'
+    WHEN previous_sma_50 >= previous_sma_200 AND sma_50 < sma_200 THEN 'death_cross'
+  END AS cross_signal,
+  vwap_20,
+  CASE WHEN close >= vwap_20 THEN 'above' WHEN close < vwap_20 THEN 'below' END AS close_vs_vwap,
+  100.0 * (close - vwap_20) / NULLIF(vwap_20, 0) AS pct_from_vwap
+FROM sessions
+WHERE sessions_ago = 1
+""",
+    # Close-to-close return over the symbol's previous stored session (NULL on its first row).
+    "v_daily_returns": """
+SELECT
+  symbol,
+  trade_date,
+  close,
+  close / NULLIF(LAG(close) OVER (PARTITION BY symbol ORDER BY trade_date), 0) - 1 AS daily_return
+FROM {fact_daily_prices}
+""",
+    # Per symbol: NYSE sessions (from dim_date) between its first and last stored date, and how
+    # many of them have a row. Needs dim_date to cover the range (`ensure_dim_date`).
+    "v_data_completeness": """
+WITH stored AS (
+  SELECT symbol, MIN(trade_date) AS first_date, MAX(trade_date) AS last_date
+  FROM {fact_daily_prices}
+  GROUP BY symbol
+),
+expected AS (
+  SELECT s.symbol, COUNT(*) AS sessions_expected
+  FROM stored AS s
+  JOIN {dim_date} AS d ON d.trade_date BETWEEN s.first_date AND s.last_date AND d.is_trading_day
+  GROUP BY s.symbol
+),
+present AS (
+  SELECT p.symbol, COUNT(*) AS sessions_present
+  FROM {fact_daily_prices} AS p
+  JOIN {dim_date} AS d ON d.trade_date = p.trade_date AND d.is_trading_day
+  GROUP BY p.symbol
+)
+SELECT
+  s.symbol,
+  s.first_date,
+  s.last_date,
+  COALESCE(e.sessions_expected, 0) AS sessions_expected,
+  COALESCE(p.sessions_present, 0) AS sessions_present,
+  COALESCE(e.sessions_expected, 0) - COALESCE(p.sessions_present, 0) AS sessions_missing,
+  ROUND(100.0 * COALESCE(p.sessions_present, 0) / NULLIF(e.sessions_expected, 0), 2) AS completeness_pct
+FROM stored AS s
+LEFT JOIN expected AS e ON e.symbol = s.symbol
+LEFT JOIN present AS p ON p.symbol = s.symbol
+""",
+}
