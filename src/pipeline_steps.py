@@ -52,7 +52,9 @@ def make_batches(symbols: list[str], batch_size: int) -> list[list[str]]:
     return [symbols[i : i + batch_size] for i in range(0, len(symbols), batch_size)]
 
 
-def land_fetch_results(results: list, settings: Settings, ingest_date: str, s3_client, start: str, end: str) -> list[str]:
+def land_fetch_results(
+    results: list, settings: Settings, ingest_date: str, s3_client, start: str, end: str
+) -> list[str]:
     """Land each fetched reply untouched in the S3 raw zone; returns the keys written.
 
     The requested range and the synthetic flag go into the object's metadata, so the transform
@@ -110,7 +112,12 @@ def extract_batch(
     )
     keys = land_fetch_results(results, settings, logical_date, s3, start, end)
     logger.info(
-        "extract %s..%s: %d fetched, %d failed, %d raw objects landed", start, end, len(results), len(failures), len(keys)
+        "extract %s..%s: %d fetched, %d failed, %d raw objects landed",
+        start,
+        end,
+        len(results),
+        len(failures),
+        len(keys),
     )
     return {
         "raw_keys": keys,
@@ -146,7 +153,12 @@ def transform_raw_objects(s3_client, bucket: str, raw_keys: list[str], logical_d
         frames.append(prices_from_raw_reply(metadata["source"], metadata["symbol"], payload, metadata))
     raw_prices = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
     if raw_prices.empty:
-        return {"processed_keys": {"prices": None, "quarantine": None}, "rows_clean": 0, "rows_quarantined": 0, "symbols": []}
+        return {
+            "processed_keys": {"prices": None, "quarantine": None},
+            "rows_clean": 0,
+            "rows_quarantined": 0,
+            "symbols": [],
+        }
 
     clean, quarantine = transform_prices(raw_prices, run_date=logical_date)
     ingest_date = date.fromisoformat(logical_date)

@@ -132,7 +132,11 @@ def request_with_retries(
             wait = min(wait, max_wait_seconds)
             logger.warning(
                 "%s: try %d/%d failed (%s); retrying in %.1f s",
-                context or method, attempt, max_tries, last_problem, wait,
+                context or method,
+                attempt,
+                max_tries,
+                last_problem,
+                wait,
             )
             sleep(wait)
     raise HttpRequestError(

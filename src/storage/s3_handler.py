@@ -188,9 +188,7 @@ def _create_locked_down_bucket(client, bucket: str) -> None:
 # --------------------------------------------------------------------------- key builders
 
 
-def raw_object_key(
-    source: str, symbol: str, ingest_date: date | str, filename: str = DEFAULT_RAW_FILENAME
-) -> str:
+def raw_object_key(source: str, symbol: str, ingest_date: date | str, filename: str = DEFAULT_RAW_FILENAME) -> str:
     """Build the raw-zone key for one API reply.
 
     Every part is checked, because keys become paths in S3 (and on disk if someone syncs
@@ -240,9 +238,7 @@ def processed_object_key(dataset: str, ingest_date: date | str, part: str) -> st
     """
     folder = _processed_folder(dataset, ingest_date)
     if not isinstance(part, str) or not _SAFE_PART.fullmatch(part):
-        raise ValueError(
-            f"part must be a batch id like 'batch-003' (letters, digits, '_', '-'), got {part!r}"
-        )
+        raise ValueError(f"part must be a batch id like 'batch-003' (letters, digits, '_', '-'), got {part!r}")
     return f"{folder}part-{part}.parquet"
 
 
@@ -329,9 +325,7 @@ def land_raw_reply(
     key = raw_object_key(source, symbol, ingest_date, filename)
     text = json.dumps(payload, ensure_ascii=False)
     if any(secret and secret in text for secret in secrets):
-        logger.warning(
-            "Reply for %s from %s contains a secret value; redacting it before landing", symbol, source
-        )
+        logger.warning("Reply for %s from %s contains a secret value; redacting it before landing", symbol, source)
         text = redact(text, secrets)
     body = gzip.compress(text.encode("utf-8"), mtime=0)
     metadata = {
@@ -371,9 +365,7 @@ def _safe_request_params(request_params: dict, secrets: list[str] | tuple[str, .
 
     S3 metadata travels as HTTP headers, so the JSON is ASCII-only (json.dumps escapes the rest).
     """
-    kept = {
-        name: value for name, value in request_params.items() if str(name).lower() not in SECRET_PARAM_NAMES
-    }
+    kept = {name: value for name, value in request_params.items() if str(name).lower() not in SECRET_PARAM_NAMES}
     return redact(json.dumps(kept, sort_keys=True, default=str), secrets)
 
 
@@ -512,9 +504,7 @@ def write_processed_frame(
         )
     except _S3_ERRORS as error:
         raise _explain_error(error, client, bucket, key=key, action="writing a processed frame") from error
-    logger.info(
-        "Wrote %d %s rows for ingest date %s to s3://%s/%s", len(df), dataset, ingest_date, bucket, key
-    )
+    logger.info("Wrote %d %s rows for ingest date %s to s3://%s/%s", len(df), dataset, ingest_date, bucket, key)
     return key
 
 
@@ -567,9 +557,7 @@ def _missing_bucket_message(client, bucket: str) -> str:
     )
 
 
-def _explain_error(
-    error: Exception, client, bucket: str, action: str, key: str | None = None
-) -> S3StorageError:
+def _explain_error(error: Exception, client, bucket: str, action: str, key: str | None = None) -> S3StorageError:
     """Turn a botocore error into an S3StorageError whose message says what to do.
 
     Messages name the bucket, key and endpoint, never credentials.
@@ -584,9 +572,7 @@ def _explain_error(
                 "Is the local stack running? Start it with ./scripts/run-local.sh, "
                 "or unset AWS_ENDPOINT_URL to use real AWS."
             )
-        return S3StorageError(
-            f"Cannot reach S3 at {endpoint} (bucket {bucket}). {advice}", reason="unreachable"
-        )
+        return S3StorageError(f"Cannot reach S3 at {endpoint} (bucket {bucket}). {advice}", reason="unreachable")
     if isinstance(error, HTTPClientError):
         return S3StorageError(
             f"S3 at {endpoint} stopped answering while {action} ({where}): {type(error).__name__}. "

@@ -249,9 +249,7 @@ class WarehouseLockedError(sqlite3.OperationalError):
 # --- Connection and transactions ------------------------------------------------------------
 
 
-def connect(
-    path: Path | str, busy_timeout_seconds: float = DEFAULT_BUSY_TIMEOUT_SECONDS
-) -> sqlite3.Connection:
+def connect(path: Path | str, busy_timeout_seconds: float = DEFAULT_BUSY_TIMEOUT_SECONDS) -> sqlite3.Connection:
     """Open (or create) the SQLite warehouse file with settings suited to a batch pipeline.
 
     - journal_mode=WAL: readers (a dashboard, a notebook) never block the writer and the
@@ -573,9 +571,7 @@ def record_run(conn: sqlite3.Connection, run: dict) -> None:
     logger.info("Recorded run %s (status %s)", run.get("run_id"), run.get("status"))
 
 
-def refresh_dim_symbol(
-    conn: sqlite3.Connection, symbols: list[str], source_by_symbol: dict | None = None
-) -> None:
+def refresh_dim_symbol(conn: sqlite3.Connection, symbols: list[str], source_by_symbol: dict | None = None) -> None:
     """Update `dim_symbol` for these symbols from what `fact_daily_prices` now holds.
 
     Sets first_trade_date / last_trade_date from the stored prices, `source` from
@@ -604,6 +600,10 @@ def refresh_dim_symbol(
             last_trade_date = excluded.last_trade_date,
             source = COALESCE(excluded.source, dim_symbol.source),
             updated_at = excluded.updated_at
+        -- Only when something changed, so a rerun leaves the row (and updated_at) as it was.
+        WHERE (dim_symbol.currency, dim_symbol.first_trade_date, dim_symbol.last_trade_date, dim_symbol.source)
+            IS NOT (COALESCE(dim_symbol.currency, excluded.currency), excluded.first_trade_date,
+                    excluded.last_trade_date, COALESCE(excluded.source, dim_symbol.source))
     """
     params = [(source_by_symbol.get(symbol), updated_at, symbol) for symbol in dict.fromkeys(symbols)]
     with _write_transaction(conn):

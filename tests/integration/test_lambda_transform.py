@@ -42,15 +42,28 @@ def landed(s3_settings):
     msft_csv = msft[msft["trade_date"] >= "2013-02-01"].drop(columns="symbol").rename(columns={"trade_date": "date"})
     keys = [
         land_raw_reply(
-            s3, s3_settings.s3_bucket, source="alpha_vantage", symbol="IBM", ingest_date=date(2013, 3, 1),
-            payload=ibm_reply, request_params={"function": "TIME_SERIES_DAILY", "symbol": "IBM",
-                                               "range_start": "2013-02-01", "range_end": LOGICAL_DATE},
+            s3,
+            s3_settings.s3_bucket,
+            source="alpha_vantage",
+            symbol="IBM",
+            ingest_date=date(2013, 3, 1),
+            payload=ibm_reply,
+            request_params={
+                "function": "TIME_SERIES_DAILY",
+                "symbol": "IBM",
+                "range_start": "2013-02-01",
+                "range_end": LOGICAL_DATE,
+            },
             fetched_at="2013-03-01T22:00:00+00:00",
         ),
         land_raw_reply(
-            s3, s3_settings.s3_bucket, source="file", symbol="MSFT", ingest_date=date(2013, 3, 1),
-            payload=msft_csv.to_csv(index=False), request_params={"file": "MSFT.csv",
-                                                                   "range_start": "2013-02-01", "range_end": LOGICAL_DATE},
+            s3,
+            s3_settings.s3_bucket,
+            source="file",
+            symbol="MSFT",
+            ingest_date=date(2013, 3, 1),
+            payload=msft_csv.to_csv(index=False),
+            request_params={"file": "MSFT.csv", "range_start": "2013-02-01", "range_end": LOGICAL_DATE},
             fetched_at="2013-03-01T22:00:00+00:00",
         ),
     ]
@@ -67,7 +80,10 @@ def test_direct_invoke_payload_transforms_raw_objects_into_processed_parquet(s3_
     assert result["rows_clean"] == 39
     assert result["rows_quarantined"] == 1
     assert result["symbols"] == ["IBM", "MSFT"]
-    assert result["processed_keys"]["prices"] == f"processed/dataset=prices/ingest_date={LOGICAL_DATE}/part-batch-001.parquet"
+    assert (
+        result["processed_keys"]["prices"]
+        == f"processed/dataset=prices/ingest_date={LOGICAL_DATE}/part-batch-001.parquet"
+    )
     prices = read_processed_frame(s3, bucket, result["processed_keys"]["prices"])
     ibm = prices[prices["symbol"] == "IBM"].set_index("trade_date")
     expected = load_bokeh_prices("IBM").set_index("trade_date")
@@ -148,16 +164,26 @@ def _payload(body: object) -> StreamingBody:
 
 def test_invoke_sends_the_batch_and_returns_the_functions_result(s3_settings):
     client, stub = _stubbed_lambda()
-    result = {"processed_keys": {"prices": "processed/x.parquet", "quarantine": None}, "rows_clean": 3,
-              "rows_quarantined": 0, "symbols": ["IBM"]}
+    result = {
+        "processed_keys": {"prices": "processed/x.parquet", "quarantine": None},
+        "rows_clean": 3,
+        "rows_quarantined": 0,
+        "symbols": ["IBM"],
+    }
     stub.add_response(
         "invoke",
         {"StatusCode": 200, "Payload": _payload(result)},
         {
             "FunctionName": s3_settings.lambda_function_name,
             "InvocationType": "RequestResponse",
-            "Payload": json.dumps({"bucket": s3_settings.s3_bucket, "raw_keys": ["raw/a"],
-                                   "logical_date": LOGICAL_DATE, "part": "batch-001"}).encode(),
+            "Payload": json.dumps(
+                {
+                    "bucket": s3_settings.s3_bucket,
+                    "raw_keys": ["raw/a"],
+                    "logical_date": LOGICAL_DATE,
+                    "part": "batch-001",
+                }
+            ).encode(),
         },
     )
     with stub:
