@@ -10,6 +10,8 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
 
 "$ROOT/scripts/setup-env.sh"
+# Offline linters used by the infrastructure tests (terraform fmt, checkov, hadolint, ...).
+"$ROOT/scripts/install-linters.sh"
 VENV="${VENV_DIR:-$ROOT/.venv}"
 
 # Tests must never talk to the real APIs or cloud: make sure stray settings from a
