@@ -244,7 +244,7 @@ def start_run(run_id: str, logical_date: str, symbols: list[str], settings: Sett
     return summary.started_at
 
 
-def check_data_quality(symbols: list[str], logical_date: str, settings: Settings) -> dict:
+def check_data_quality(symbols: list[str], logical_date: str, settings: Settings, run_id: str | None = None) -> dict:
     """Check the loaded data for this run's symbols and date; alert (not fail) when a check fails.
 
     Returns:
@@ -252,7 +252,7 @@ def check_data_quality(symbols: list[str], logical_date: str, settings: Settings
     """
     from src.monitoring.health_checks import run_pipeline_checks
 
-    return run_pipeline_checks(symbols, logical_date, settings)
+    return run_pipeline_checks(symbols, logical_date, settings, run_id=run_id)
 
 
 class PipelineRunFailed(Exception):
@@ -279,8 +279,10 @@ def finish_run(
     """
     from datetime import datetime
 
+    from src.monitoring.health_checks import check_freshness
     from src.monitoring.metrics import publish_run_metrics
     from src.pipeline import RunSummary, utc_now_iso
+    from src.storage.calendar_dim import latest_completed_session
     from src.storage.warehouse import open_warehouse
 
     summary = RunSummary(run_id=run_id, logical_date=logical_date, symbols_requested=symbols, started_at=started_at)
@@ -306,9 +308,12 @@ def finish_run(
     warehouse = open_warehouse(settings)
     try:
         warehouse.record_run(record)
+        # Freshness is measured against the clock on purpose: how far behind is the warehouse
+        # now, at the end of this run (the CloudWatch alarm watches it).
+        freshness = check_freshness(warehouse, latest_completed_session(), symbols=symbols)
     finally:
         warehouse.close()
-    publish_run_metrics(record, settings)
+    publish_run_metrics(record, settings, freshness_lag_days=freshness.figures.get("lag_sessions"))
     if summary.failed:
         raise PipelineRunFailed(
             f"run {run_id} for {logical_date}: {len(summary.failed)} of {len(symbols)} symbols failed: "

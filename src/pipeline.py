@@ -1,0 +1,259 @@
+"""The pipeline CLI: fetch, validate, clean, compute indicators, load, aggregate, record the run.
+
+Usage:
+    python -m src.pipeline run --symbols AAPL,MSFT --start 2024-01-02 --end 2024-03-28 \\
+        [--source auto|alpha_vantage|yahoo|file] [--data-dir DIR]
+
+`--start` and `--end` are inclusive. Defaults come from the settings (`src/config.py`, `.env`).
+Symbols are processed in batches of `BATCH_SIZE`, so memory stays bounded however many
+symbols there are; each batch is loaded in one warehouse transaction.
+
+Exit codes: 0 every symbol loaded, 1 some symbols failed, 2 bad arguments or configuration.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import time
+import uuid
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime
+
+import pandas as pd
+
+from src.config import ConfigurationError, Settings, configure_logging, load_settings, redact, require_alpha_vantage_key
+from src.ingestion.symbols import InvalidSymbolInputError, normalize_symbols
+
+logger = logging.getLogger(__name__)
+
+EXIT_OK = 0
+EXIT_SOME_FAILED = 1
+EXIT_BAD_INPUT = 2
+
+
+@dataclass
+class RunSummary:
+    """What one pipeline run did; printed at the end and stored in `pipeline_runs`."""
+
+    run_id: str
+    logical_date: str
+    symbols_requested: list[str]
+    loaded: list[str] = field(default_factory=list)
+    failed: dict[str, str] = field(default_factory=dict)
+    rows_loaded: int = 0
+    rows_quarantined: int = 0
+    rows_by_source: dict[str, int] = field(default_factory=dict)
+    started_at: str = ""
+    ended_at: str = ""
+    elapsed_seconds: float = 0.0
+    error: str = ""
+
+    @property
+    def status(self) -> str:
+        if self.error or not self.loaded:
+            return "failed"
+        return "partial" if self.failed else "success"
+
+    def as_run_record(self) -> dict:
+        """The row for `pipeline_runs`."""
+        return {
+            "run_id": self.run_id,
+            "logical_date": self.logical_date,
+            "started_at": self.started_at,
+            "ended_at": self.ended_at or None,
+            "status": "running" if not self.ended_at else self.status,
+            "symbols_requested": len(self.symbols_requested),
+            "symbols_loaded": len(self.loaded),
+            "symbols_failed": len(self.failed),
+            "failed_symbols": self.failed,
+            "rows_loaded": self.rows_loaded,
+            "rows_quarantined": self.rows_quarantined,
+            "rows_by_source": self.rows_by_source,
+            "duration_seconds": round(self.elapsed_seconds, 3),
+            "error": self.error or None,
+        }
+
+
+def utc_now_iso() -> str:
+    """The current time in UTC as ISO-8601 text (used for audit columns only, never for data choices)."""
+    return datetime.now(UTC).isoformat(timespec="seconds")
+
+
+def process_batch(
+    symbols: list[str],
+    start: date,
+    end: date,
+    settings: Settings,
+    warehouse,
+    summary: RunSummary,
+    *,
+    sources: list[str] | None = None,
+    s3_client=None,
+) -> None:
+    """Fetch, land, transform and load one batch of symbols, updating `summary` in place."""
+    from src.ingestion.sources import fetch_batch
+    from src.pipeline_steps import land_fetch_results
+    from src.storage.loader import load_clean_prices
+    from src.transformation.transform import transform_prices
+
+    results, failures = fetch_batch(symbols, start, end, settings, sources=sources)
+    summary.failed.update(failures)
+    if not results:
+        return
+    if s3_client is not None:
+        land_fetch_results(results, settings, summary.logical_date, s3_client, start.isoformat(), end.isoformat())
+
+    raw_prices = pd.concat([result.prices for result in results], ignore_index=True)
+    clean, quarantine = transform_prices(raw_prices, run_date=end)
+    load_clean_prices(warehouse, clean, quarantine, summary.run_id, utc_now_iso())
+
+    loaded_symbols = set(clean["symbol"]) if not clean.empty else set()
+    for result in results:
+        if result.symbol in loaded_symbols:
+            summary.loaded.append(result.symbol)
+        else:
+            summary.failed[result.symbol] = f"no valid rows from {result.source} (all quarantined or none in range)"
+    summary.rows_loaded += len(clean)
+    summary.rows_quarantined += len(quarantine)
+    for source, rows in clean.groupby("source").size().items():
+        summary.rows_by_source[source] = summary.rows_by_source.get(source, 0) + int(rows)
+
+
+def run_pipeline(
+    symbols: list[str],
+    start: date,
+    end: date,
+    settings: Settings,
+    *,
+    sources: list[str] | None = None,
+    run_id: str | None = None,
+    show_progress: bool = True,
+) -> RunSummary:
+    """Run the whole pipeline for some symbols and an inclusive date range.
+
+    Args:
+        symbols: validated symbols (see `normalize_symbols`).
+        start: first date to load (inclusive).
+        end: last date to load (inclusive); also the run's logical date and the S3 ingest_date.
+        settings: loaded settings.
+        sources: sources to try in order (default: `settings.data_sources`).
+        run_id: an id for `pipeline_runs` (default: generated).
+        show_progress: show a tqdm progress bar on stderr.
+
+    Returns:
+        The run's `RunSummary` (also stored in `pipeline_runs`).
+
+    Raises:
+        ConfigurationError: a setting is wrong (the run is recorded as failed first when possible).
+    """
+    from tqdm import tqdm
+
+    from src.pipeline_steps import make_batches
+    from src.storage.warehouse import open_warehouse
+
+    sources = sources or list(settings.data_sources)
+    if "alpha_vantage" in sources:
+        require_alpha_vantage_key(settings)
+
+    summary = RunSummary(
+        run_id=run_id or f"cli-{end.isoformat()}-{uuid.uuid4().hex[:8]}",
+        logical_date=end.isoformat(),
+        symbols_requested=list(symbols),
+        started_at=utc_now_iso(),
+    )
+    began = time.monotonic()
+    warehouse = open_warehouse(settings)
+    try:
+        warehouse.record_run(summary.as_run_record())
+        s3_client = None
+        if settings.s3_bucket:
+            from src.storage.s3_handler import ensure_bucket, get_s3_client
+
+            s3_client = get_s3_client(settings)
+            ensure_bucket(s3_client, settings.s3_bucket, create=settings.s3_create_bucket)
+
+        with tqdm(total=len(symbols), unit="symbol", disable=not show_progress, file=sys.stderr) as progress:
+            for batch in make_batches(symbols, settings.batch_size):
+                process_batch(batch, start, end, settings, warehouse, summary, sources=sources, s3_client=s3_client)
+                progress.update(len(batch))
+    except Exception as exc:
+        summary.error = redact(f"{type(exc).__name__}: {exc}", settings.secrets())
+        raise
+    finally:
+        summary.ended_at = utc_now_iso()
+        summary.elapsed_seconds = time.monotonic() - began
+        warehouse.record_run(summary.as_run_record())
+        warehouse.close()
+    return summary
+
+
+def format_summary(summary: RunSummary) -> str:
+    """A plain-text summary table for the end of a CLI run."""
+    lines = [
+        f"Run {summary.run_id}: {summary.status.upper()}",
+        f"  symbols ok       {len(summary.loaded)} of {len(summary.symbols_requested)}",
+        f"  symbols failed   {len(summary.failed)}",
+    ]
+    for symbol, reason in sorted(summary.failed.items()):
+        lines.append(f"    {symbol:<10} {reason}")
+    lines.append(f"  rows loaded      {summary.rows_loaded}")
+    lines.append(f"  rows quarantined {summary.rows_quarantined}")
+    for source, rows in sorted(summary.rows_by_source.items()):
+        lines.append(f"    from {source:<12} {rows}")
+    lines.append(f"  elapsed          {summary.elapsed_seconds:.1f} s")
+    if summary.error:
+        lines.append(f"  error            {summary.error}")
+    return "\n".join(lines)
+
+
+def _parse_date(text: str) -> date:
+    try:
+        return date.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a date (expected YYYY-MM-DD): {text!r}") from None
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m src.pipeline", description=__doc__.split("\n")[0])
+    commands = parser.add_subparsers(dest="command", required=True)
+    run = commands.add_parser("run", help="fetch, transform and load prices for a date range")
+    run.add_argument("--symbols", help="comma-separated symbols (default: SYMBOLS from the settings)")
+    run.add_argument("--start", type=_parse_date, required=True, help="first date, YYYY-MM-DD (inclusive)")
+    run.add_argument("--end", type=_parse_date, required=True, help="last date, YYYY-MM-DD (inclusive)")
+    run.add_argument(
+        "--source",
+        choices=["auto", "alpha_vantage", "yahoo", "file"],
+        default="auto",
+        help="auto = the DATA_SOURCES order with fallback; otherwise only that source",
+    )
+    run.add_argument("--data-dir", help="folder of <SYMBOL>.csv files for the file source (FILE_SOURCE_DIR)")
+    run.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """CLI entry point; returns the exit code."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        overrides = {"FILE_SOURCE_DIR": args.data_dir} if args.data_dir else None
+        settings = load_settings(overrides=overrides)
+        configure_logging(settings)
+        symbols = normalize_symbols(args.symbols if args.symbols else list(settings.symbols))
+        if args.start > args.end:
+            raise ConfigurationError(f"--start {args.start} is after --end {args.end}")
+        sources = None if args.source == "auto" else [args.source]
+        summary = run_pipeline(
+            symbols, args.start, args.end, settings, sources=sources, show_progress=not args.no_progress
+        )
+    except (InvalidSymbolInputError, ConfigurationError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    print(format_summary(summary))
+    return EXIT_OK if summary.status == "success" else EXIT_SOME_FAILED
+
+
+if __name__ == "__main__":
+    sys.exit(main())

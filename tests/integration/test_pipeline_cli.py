@@ -1,0 +1,234 @@
+"""The pipeline CLI end to end on real SQLite files: exit codes, summary, idempotency, crashes, quarantine."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from src import pipeline
+from src.storage import sqlite_warehouse
+from src.transformation.indicators import compute_indicators
+from tests.fixtures.market_data import load_bokeh_prices
+
+pytestmark = pytest.mark.integration
+
+DATA_TABLES = [
+    "dim_symbol",
+    "dim_date",
+    "fact_daily_prices",
+    "fact_technical_indicators",
+    "agg_weekly_prices",
+    "agg_monthly_prices",
+    "quarantine_prices",
+]
+
+
+def write_csv(folder: Path, symbol: str, frame: pd.DataFrame) -> None:
+    frame.drop(columns="symbol").rename(columns={"trade_date": "date"}).to_csv(folder / f"{symbol}.csv", index=False)
+
+
+@pytest.fixture
+def data_dir(tmp_path) -> Path:
+    """Real 2011-2013 prices for IBM and MSFT (bokeh sample data) as CSV files."""
+    folder = tmp_path / "offline"
+    folder.mkdir()
+    for symbol in ("IBM", "MSFT"):
+        frame = load_bokeh_prices(symbol)
+        write_csv(folder, symbol, frame[frame["trade_date"] >= "2011-01-01"])
+    return folder
+
+
+@pytest.fixture
+def env(tmp_path, monkeypatch, data_dir):
+    """Settings through the environment, the way a user sets them; returns the warehouse path."""
+    db = tmp_path / "warehouse.db"
+    monkeypatch.setenv("PIPELINE_ENV_FILE", str(tmp_path / "missing.env"))
+    monkeypatch.setenv("SQLITE_PATH", str(db))
+    monkeypatch.setenv("STATE_DIR", str(tmp_path / "state"))
+    monkeypatch.setenv("FILE_SOURCE_DIR", str(data_dir))
+    monkeypatch.setenv("DATA_SOURCES", "file")
+    monkeypatch.setenv("BATCH_SIZE", "1")
+    monkeypatch.delenv("S3_BUCKET", raising=False)
+    monkeypatch.delenv("ALPHA_VANTAGE_API_KEY", raising=False)
+    return db
+
+
+def run_cli(*args: str) -> int:
+    return pipeline.main(["run", "--no-progress", *args])
+
+
+def table_contents(db: Path) -> dict[str, list[tuple]]:
+    conn = sqlite3.connect(db)
+    try:
+        return {table: conn.execute(f"SELECT * FROM {table} ORDER BY 1, 2").fetchall() for table in DATA_TABLES}
+    finally:
+        conn.close()
+
+
+def test_a_successful_run_loads_prices_indicators_and_aggregates_and_prints_a_summary(env, capsys):
+    code = run_cli("--symbols", "ibm, msft", "--start", "2012-01-03", "--end", "2012-12-31")
+
+    assert code == pipeline.EXIT_OK
+    out = capsys.readouterr().out
+    assert "SUCCESS" in out
+    assert "symbols ok       2 of 2" in out
+    # 2012 had 250 NYSE sessions (Hurricane Sandy closed the market on Oct 29 and 30).
+    assert "rows loaded      500" in out
+    assert "from file" in out
+    conn = sqlite3.connect(env)
+    assert conn.execute("SELECT COUNT(*) FROM fact_daily_prices").fetchone() == (500,)
+    assert conn.execute("SELECT COUNT(*) FROM fact_technical_indicators").fetchone() == (500,)
+    assert conn.execute(
+        "SELECT status, symbols_loaded, rows_loaded, rows_quarantined FROM pipeline_runs"
+    ).fetchall() == [("success", 2, 500, 0)]
+    assert conn.execute("SELECT COUNT(*) FROM agg_monthly_prices").fetchone() == (24,)
+    assert conn.execute(
+        "SELECT symbol, first_trade_date, last_trade_date FROM dim_symbol ORDER BY symbol"
+    ).fetchall() == [("IBM", "2012-01-03", "2012-12-31"), ("MSFT", "2012-01-03", "2012-12-31")]
+
+
+def test_running_the_same_range_three_times_leaves_identical_tables(env):
+    args = ("--symbols", "IBM,MSFT", "--start", "2012-06-01", "--end", "2012-09-28")
+    assert run_cli(*args) == 0
+    first = table_contents(env)
+    assert run_cli(*args) == 0
+    assert run_cli(*args) == 0
+
+    assert table_contents(env) == first
+    assert sqlite3.connect(env).execute("SELECT COUNT(*) FROM pipeline_runs").fetchone() == (3,)
+
+
+def test_daily_increments_equal_one_full_run(env, tmp_path, monkeypatch):
+    """Loading 2012 then adding January 2013 day by day gives the indicators of one full load."""
+    assert run_cli("--symbols", "IBM", "--start", "2011-01-03", "--end", "2012-12-31") == 0
+    for day in pd.bdate_range("2013-01-02", "2013-01-31"):
+        assert run_cli("--symbols", "IBM", "--start", day.strftime("%Y-%m-%d"), "--end", day.strftime("%Y-%m-%d")) in (
+            0,
+            1,  # a weekday holiday (Jan 21, MLK day) has no row: that symbol "failed" that day
+        )
+    stored = sqlite_warehouse.query(
+        sqlite_warehouse.connect(env),
+        "SELECT * FROM fact_technical_indicators WHERE symbol = 'IBM' ORDER BY trade_date",
+    )
+    prices = load_bokeh_prices("IBM")
+    prices = prices[prices["trade_date"].between("2011-01-03", "2013-01-31")].reset_index(drop=True)
+    full = compute_indicators(prices)
+
+    assert stored["trade_date"].tolist() == full["trade_date"].tolist()
+    for column in ("sma_20", "sma_50", "sma_200", "rsi_14", "vwap_20", "daily_return"):
+        np.testing.assert_allclose(stored[column].to_numpy(float), full[column].to_numpy(float), rtol=0, atol=1e-9)
+
+
+def test_an_invalid_symbol_stops_the_run_with_exit_2_before_anything_is_fetched(env, capsys):
+    code = run_cli("--symbols", "IBM,A;DROP TABLE x", "--start", "2012-01-03", "--end", "2012-01-31")
+
+    assert code == pipeline.EXIT_BAD_INPUT
+    assert "'A;DROP TABLE x'" in capsys.readouterr().err
+    assert not env.exists()  # nothing was opened, fetched or written
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (("--symbols", "IBM", "--start", "2012-02-01", "--end", "2012-01-01"), "is after --end"),
+        (
+            ("--symbols", "IBM", "--source", "alpha_vantage", "--start", "2012-01-03", "--end", "2012-01-31"),
+            "ALPHA_VANTAGE_API_KEY is not set",
+        ),
+    ],
+)
+def test_bad_arguments_or_configuration_exit_2_with_what_to_fix(env, capsys, args, message):
+    assert run_cli(*args) == pipeline.EXIT_BAD_INPUT
+    assert message in capsys.readouterr().err
+
+
+def test_a_symbol_with_no_data_fails_alone_and_the_run_exits_1(env, capsys):
+    code = run_cli("--symbols", "IBM,NOPE,MSFT", "--start", "2012-01-03", "--end", "2012-01-31")
+
+    assert code == pipeline.EXIT_SOME_FAILED
+    out = capsys.readouterr().out
+    assert "PARTIAL" in out
+    assert "NOPE" in out and "NOPE.csv" in out
+    conn = sqlite3.connect(env)
+    assert conn.execute("SELECT DISTINCT symbol FROM fact_daily_prices ORDER BY symbol").fetchall() == [
+        ("IBM",),
+        ("MSFT",),
+    ]
+    status, failed = conn.execute("SELECT status, failed_symbols FROM pipeline_runs").fetchone()
+    assert status == "partial"
+    assert '"NOPE"' in failed
+
+
+def test_bad_rows_are_quarantined_with_reasons_and_good_rows_still_load(env, data_dir, capsys):
+    frame = load_bokeh_prices("IBM")
+    frame = frame[frame["trade_date"].between("2012-01-03", "2012-01-31")].astype(str).reset_index(drop=True)
+    frame.loc[1, "close"] = "N/A"  # non-numeric
+    frame.loc[2, "low"] = "-5"  # non-positive price
+    frame.loc[3, "high"] = "1.0"  # high below open/close
+    frame.loc[4, "volume"] = "-100"  # negative volume
+    extra = frame.iloc[[5]].assign(volume="12345")  # the same date twice with different values
+    write_csv(data_dir, "IBM", pd.concat([frame, extra], ignore_index=True))
+
+    assert run_cli("--symbols", "IBM", "--start", "2012-01-03", "--end", "2012-01-31") == 0
+
+    conn = sqlite3.connect(env)
+    reasons = conn.execute("SELECT trade_date, reason FROM quarantine_prices ORDER BY trade_date, reason").fetchall()
+    assert reasons == [
+        ("2012-01-04", "non_numeric:close"),
+        ("2012-01-05", "non_positive_price:low"),
+        ("2012-01-06", "high_below_low;high_below_open_close"),
+        ("2012-01-09", "negative_volume"),
+        ("2012-01-10", "duplicate_date"),
+    ]
+    # 20 sessions in January 2012; 4 rows rejected; the duplicate's kept copy still loads.
+    assert conn.execute("SELECT COUNT(*) FROM fact_daily_prices").fetchone() == (16,)
+    assert "rows quarantined 5" in capsys.readouterr().out
+
+
+def test_a_crash_between_batches_leaves_consistent_tables_and_a_rerun_completes(env, monkeypatch):
+    args = ("--symbols", "IBM,MSFT", "--start", "2012-01-03", "--end", "2012-06-29")
+    real_process_batch = pipeline.process_batch
+    calls = []
+
+    def crash_on_second_batch(symbols, *a, **kw):
+        calls.append(symbols)
+        if len(calls) == 2:
+            raise RuntimeError("simulated crash")
+        return real_process_batch(symbols, *a, **kw)
+
+    monkeypatch.setattr(pipeline, "process_batch", crash_on_second_batch)
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        run_cli(*args)
+
+    conn = sqlite3.connect(env)
+    # The first batch (IBM) is complete in every table; nothing of MSFT was written.
+    assert conn.execute("SELECT DISTINCT symbol FROM fact_daily_prices").fetchall() == [("IBM",)]
+    assert (
+        conn.execute("SELECT COUNT(*) FROM fact_daily_prices").fetchone()
+        == conn.execute("SELECT COUNT(*) FROM fact_technical_indicators").fetchone()
+    )
+    assert conn.execute("SELECT status, error FROM pipeline_runs").fetchone() == (
+        "failed",
+        "RuntimeError: simulated crash",
+    )
+
+    monkeypatch.setattr(pipeline, "process_batch", real_process_batch)
+    assert run_cli(*args) == 0
+    crashed_then_rerun = table_contents(env)
+
+    clean_db = env.parent / "clean.db"
+    monkeypatch.setenv("SQLITE_PATH", str(clean_db))
+    assert run_cli(*args) == 0
+    uninterrupted = table_contents(clean_db)
+    # Same rows, ignoring when they were written and by which run.
+    assert {t: len(rows) for t, rows in crashed_then_rerun.items()} == {
+        t: len(rows) for t, rows in uninterrupted.items()
+    }
+    for table in ("fact_daily_prices", "fact_technical_indicators", "agg_weekly_prices", "agg_monthly_prices"):
+        columns = [c for c in sqlite_warehouse.TABLES[table].column_names if c not in ("loaded_at", "run_id")]
+        query = f"SELECT {', '.join(columns)} FROM {table} ORDER BY 1, 2"
+        assert sqlite3.connect(env).execute(query).fetchall() == sqlite3.connect(clean_db).execute(query).fetchall()
