@@ -4,5 +4,6 @@ pytest_plugins = [
     "tests.fixtures.market_data",
     "tests.fixtures.moto_server",
     "tests.fixtures.bq_emulator",
+    "tests.fixtures.airflow_env",
     "tests.fixtures.slack_catcher",
 ]

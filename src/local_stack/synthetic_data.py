@@ -36,19 +36,6 @@ SYNTHETIC_NOTE = (
 REAL_SAMPLE_SYMBOLS = ("AAPL", "GOOG", "IBM", "MSFT")
 
 
-def latest_completed_session(now: pd.Timestamp | None = None) -> date:
-    """The most recent NYSE session whose close has passed (US/Eastern), e.g. on a Saturday: Friday."""
-    from src.storage.calendar_dim import nyse_calendar
-
-    calendar = nyse_calendar()
-    now = now if now is not None else pd.Timestamp.now(tz="UTC")
-    now = now.tz_convert("UTC") if now.tzinfo else now.tz_localize("UTC")
-    sessions = calendar.sessions_in_range(now.normalize() - pd.Timedelta(days=14), now.normalize())
-    closes = calendar.closes.reindex(sessions)
-    done = closes[closes <= now]
-    return done.index[-1].date()
-
-
 def synthetic_prices(symbol: str, sessions: pd.DatetimeIndex) -> pd.DataFrame:
     """A deterministic synthetic OHLCV history for one symbol on the given sessions.
 
@@ -134,6 +121,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--real-out", type=Path, help="folder for the real sample history")
     args = parser.parse_args(argv)
     if args.out:
+        from src.storage.calendar_dim import latest_completed_session
+
         end = args.end or latest_completed_session()
         start = (pd.Timestamp(end) - pd.DateOffset(days=int(args.years * 365.25))).date()
         symbols = DEFAULT_SYMBOLS.split(",")[: args.symbols]

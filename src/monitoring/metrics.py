@@ -44,7 +44,9 @@ def get_cloudwatch_client(settings: Settings):
     )
 
 
-def build_metric_data(run: dict, freshness_lag_days: int | None = None, timestamp: datetime | None = None) -> list[dict]:
+def build_metric_data(
+    run: dict, freshness_lag_days: int | None = None, timestamp: datetime | None = None
+) -> list[dict]:
     """Turn a pipeline_runs row into CloudWatch MetricData entries.
 
     Args:

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import functools
 import logging
-from datetime import date
+from datetime import UTC, date, datetime
 
 import exchange_calendars
 import pandas as pd
@@ -91,3 +91,29 @@ def build_dim_date(start: str | date, end: str | date) -> pd.DataFrame:
     )
     # Same columns, same order as the one schema definition (a test checks this too).
     return frame[DIM_DATE.column_names]
+
+
+def latest_completed_session(now: datetime | None = None) -> date:
+    """The most recent NYSE session whose close has passed at `now`.
+
+    Early closes count: on 2024-11-29 (close 13:00 New York time) the session is complete at
+    14:00 but not at 12:00. Weekends and holidays have no session, so on Saturday this is
+    Friday, and on 2024-07-05 at 10:00 it is 2024-07-03 (07-04 is a holiday).
+
+    Args:
+        now: a timezone-aware moment (a naive one is taken as UTC); default: the real time.
+
+    Returns:
+        The session's date.
+
+    Example:
+        >>> latest_completed_session(datetime(2024, 7, 5, 14, 0, tzinfo=UTC))  # 10:00 in New York
+        datetime.date(2024, 7, 3)
+    """
+    moment = pd.Timestamp(now if now is not None else datetime.now(UTC))
+    if moment.tzinfo is None:
+        moment = moment.tz_localize("UTC")
+    # previous_close: the close of the last session that closed strictly before the moment.
+    last_close = nyse_calendar().previous_close(moment)
+    # A session closes on its own date in New York (16:00, or 13:00 on early-close days).
+    return last_close.tz_convert("America/New_York").date()
