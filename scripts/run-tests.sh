@@ -14,6 +14,16 @@ cd "$ROOT"
 "$ROOT/scripts/install-linters.sh"
 VENV="${VENV_DIR:-$ROOT/.venv}"
 
+# The browser tests (Airflow UI, dashboard) drive Debian's Chromium through Playwright;
+# Playwright's own browser download needs the internet, so we use the distribution package.
+if [ ! -x /usr/bin/chromium ]; then
+  echo "==> Installing Chromium from Debian for the browser tests"
+  SUDO=""
+  if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq chromium >/dev/null
+fi
+
 # Tests must never talk to the real APIs or cloud: make sure stray settings from a
 # developer's shell or .env cannot point them anywhere but loopback.
 export PIPELINE_ENV_FILE=/dev/null
