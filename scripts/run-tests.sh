@@ -29,6 +29,9 @@ fi
 export PIPELINE_ENV_FILE=/dev/null
 unset ALPHA_VANTAGE_API_KEY SLACK_WEBHOOK_URL AWS_ENDPOINT_URL S3_BUCKET BIGQUERY_API_ENDPOINT || true
 
+echo "==> Scanning the repository for secrets (detect-secrets against .secrets.baseline)"
+"$ROOT/scripts/secret-scan.sh"
+
 echo "==> Running the test suite"
 set +e
 "$VENV/bin/python" -m pytest "${@:-tests}"

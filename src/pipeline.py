@@ -91,19 +91,31 @@ def process_batch(
     *,
     sources: list[str] | None = None,
     s3_client=None,
+    session=None,
 ) -> None:
-    """Fetch, land, transform and load one batch of symbols, updating `summary` in place."""
-    from src.ingestion.sources import fetch_batch
-    from src.pipeline_steps import land_fetch_results
+    """Fetch, land, transform and load one batch of symbols, updating `summary` in place.
+
+    Each reply is landed (in S3, or as a checkpoint file without S3) as soon as it arrives,
+    and replies landed by an interrupted earlier run are reused instead of fetched again.
+    `session` is an HTTP session handed to the sources (tests pass one).
+    """
+    from src.pipeline_steps import fetch_and_land
     from src.storage.loader import load_clean_prices
     from src.transformation.transform import transform_prices
 
-    results, failures = fetch_batch(symbols, start, end, settings, sources=sources)
+    results, failures, _keys = fetch_and_land(
+        symbols,
+        start.isoformat(),
+        end.isoformat(),
+        summary.logical_date,
+        settings,
+        sources=sources,
+        s3_client=s3_client,
+        session=session,
+    )
     summary.failed.update(failures)
     if not results:
         return
-    if s3_client is not None:
-        land_fetch_results(results, settings, summary.logical_date, s3_client, start.isoformat(), end.isoformat())
 
     raw_prices = pd.concat([result.prices for result in results], ignore_index=True)
     clean, quarantine = transform_prices(raw_prices, run_date=end)
@@ -130,6 +142,7 @@ def run_pipeline(
     sources: list[str] | None = None,
     run_id: str | None = None,
     show_progress: bool = True,
+    session=None,
 ) -> RunSummary:
     """Run the whole pipeline for some symbols and an inclusive date range.
 
@@ -141,9 +154,11 @@ def run_pipeline(
         sources: sources to try in order (default: `settings.data_sources`).
         run_id: an id for `pipeline_runs` (default: generated).
         show_progress: show a tqdm progress bar on stderr.
+        session: an HTTP session handed to the sources (tests pass one; None: a new one).
 
     Returns:
-        The run's `RunSummary` (also stored in `pipeline_runs`).
+        The run's `RunSummary` (also stored in `pipeline_runs`). When the run is partial or
+        failed, a Slack alert says so (see `alert_run_outcome`).
 
     Raises:
         ConfigurationError: a setting is wrong (the run is recorded as failed first when possible).
@@ -176,7 +191,17 @@ def run_pipeline(
 
         with tqdm(total=len(symbols), unit="symbol", disable=not show_progress, file=sys.stderr) as progress:
             for batch in make_batches(symbols, settings.batch_size):
-                process_batch(batch, start, end, settings, warehouse, summary, sources=sources, s3_client=s3_client)
+                process_batch(
+                    batch,
+                    start,
+                    end,
+                    settings,
+                    warehouse,
+                    summary,
+                    sources=sources,
+                    s3_client=s3_client,
+                    session=session,
+                )
                 progress.update(len(batch))
     except Exception as exc:
         summary.error = redact(f"{type(exc).__name__}: {exc}", settings.secrets())
@@ -186,7 +211,34 @@ def run_pipeline(
         summary.elapsed_seconds = time.monotonic() - began
         warehouse.record_run(summary.as_run_record())
         warehouse.close()
+        alert_run_outcome(summary, settings)
     return summary
+
+
+def alert_run_outcome(summary: RunSummary, settings: Settings) -> bool:
+    """Send a Slack alert when a run is partial or failed; a successful run sends nothing.
+
+    The alert names the run, its date, each failed symbol with its reason, and the error that
+    stopped the run, if any. Like every alert it is redacted and never fails the run.
+
+    Returns:
+        True when Slack accepted the alert; False when nothing was sent or Slack failed.
+    """
+    from src.monitoring.alerting import send_slack_alert
+
+    if summary.status == "success":
+        return False
+    lines = [
+        f"Pipeline run {summary.run_id} for {summary.logical_date}: {summary.status.upper()}: "
+        f"{len(summary.loaded)} of {len(summary.symbols_requested)} symbols loaded."
+    ]
+    lines += [f"{symbol}: {reason}" for symbol, reason in sorted(summary.failed.items())]
+    if summary.error:
+        lines.append(f"Stopped by: {summary.error}")
+    lines.append("Failed symbols are retried by running the same dates again; already loaded data is kept.")
+    text = "\n".join(lines)
+    blocks = [{"type": "section", "text": {"type": "mrkdwn", "text": text[:3000]}}]
+    return send_slack_alert(settings, text, blocks)
 
 
 def format_summary(summary: RunSummary) -> str:
@@ -235,6 +287,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     """CLI entry point; returns the exit code."""
+    from src.storage.s3_handler import S3StorageError
+    from src.storage.sqlite_warehouse import WarehouseLockedError
+
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
@@ -251,6 +306,11 @@ def main(argv: list[str] | None = None) -> int:
     except (InvalidSymbolInputError, ConfigurationError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
+    except (S3StorageError, WarehouseLockedError) as exc:
+        # Infrastructure that is down or busy: the run is recorded as failed and alerted;
+        # the message says what to do. Rerunning the same dates is safe.
+        print(f"error: the run stopped: {redact(exc, settings.secrets())}", file=sys.stderr)
+        return EXIT_SOME_FAILED
     print(format_summary(summary))
     return EXIT_OK if summary.status == "success" else EXIT_SOME_FAILED
 

@@ -13,13 +13,16 @@ warehouse. Settings are passed in; the DAG loads them inside each task.
 
 from __future__ import annotations
 
+import json
 import logging
+import os
 from datetime import date
+from pathlib import Path
 
 import pandas as pd
 
 from src.config import ConfigurationError, Settings
-from src.ingestion.symbols import normalize_symbols
+from src.ingestion.symbols import normalize_symbol, normalize_symbols
 
 logger = logging.getLogger(__name__)
 
@@ -84,6 +87,173 @@ def land_fetch_results(
     return keys
 
 
+# Replies from these sources cost API quota (Alpha Vantage: 25 calls a day on the free tier),
+# so once landed they are reused by a restarted run instead of being fetched again. File
+# replies are cheap to read again, and re-reading picks up a corrected CSV.
+CHECKPOINTED_SOURCES = ("alpha_vantage", "yahoo")
+
+
+def checkpoint_path(state_dir: Path, symbol: str, start: str, end: str) -> Path:
+    """Where the CLI (without S3) keeps one landed reply: `<state_dir>/landed/<start>_<end>/<SYMBOL>.json`.
+
+    The path is built only from a validated symbol and two ISO dates.
+
+    Example:
+        >>> checkpoint_path(Path("data/state"), "ibm", "2024-01-02", "2024-01-31")
+        PosixPath('data/state/landed/2024-01-02_2024-01-31/IBM.json')
+    """
+    folder = f"{date.fromisoformat(start).isoformat()}_{date.fromisoformat(end).isoformat()}"
+    return Path(state_dir) / "landed" / folder / f"{normalize_symbol(symbol)}.json"
+
+
+def save_checkpoint(result, state_dir: Path, start: str, end: str) -> Path:
+    """Write one fetched reply to its checkpoint file, atomically.
+
+    The file is written under a temporary name and then renamed: a process killed mid-write
+    leaves either no checkpoint or a complete one, never half a file.
+
+    Returns:
+        The checkpoint file's path.
+    """
+    path = checkpoint_path(state_dir, result.symbol, start, end)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    record = {
+        "source": result.source,
+        "symbol": result.symbol,
+        "fetched_at": result.fetched_at,
+        "request_params": result.request_params,
+        "raw_payload": result.raw_payload,
+    }
+    partial = path.with_suffix(".json.partial")
+    partial.write_text(json.dumps(record), encoding="utf-8")
+    os.replace(partial, path)
+    return path
+
+
+def find_landed_reply(symbol: str, start: str, end: str, ingest_date: str, settings: Settings, s3_client=None):
+    """Return the reply an earlier (interrupted) try already landed for this symbol and range, or None.
+
+    With S3 the raw object itself is the checkpoint: `raw/source=.../symbol=.../ingest_date=...`
+    whose metadata names the same range_start/range_end. Without S3 (the CLI on a laptop) it
+    is the checkpoint file under `settings.state_dir` (see `save_checkpoint`).
+
+    Returns:
+        A FetchResult rebuilt from the landed reply (same rows as a fresh fetch), or None.
+
+    Raises:
+        S3StorageError: S3 failed for another reason than "no such key".
+    """
+    from src.ingestion.fetch_result import FetchResult
+    from src.ingestion.raw_replies import prices_from_raw_reply
+
+    symbol = normalize_symbol(symbol)
+    if s3_client is not None:
+        from src.storage.s3_handler import S3StorageError, raw_object_key, raw_object_metadata, read_raw_reply
+
+        for source in CHECKPOINTED_SOURCES:
+            key = raw_object_key(source, symbol, ingest_date)
+            try:
+                metadata = raw_object_metadata(s3_client, settings.s3_bucket, key)
+            except S3StorageError as exc:
+                if exc.reason == "no_such_key":
+                    continue
+                raise
+            params = metadata.get("request_params", {})
+            if params.get("range_start") != start or params.get("range_end") != end:
+                continue  # landed by a run for another range: not a checkpoint for this one
+            payload = read_raw_reply(s3_client, settings.s3_bucket, key)
+            request_params = {k: v for k, v in params.items() if k not in ("range_start", "range_end", "synthetic")}
+            prices = prices_from_raw_reply(source, symbol, payload, metadata)
+            logger.info("%s %s..%s: reusing the %s reply already landed at %s", symbol, start, end, source, key)
+            return FetchResult(symbol, source, prices, payload, request_params, metadata.get("fetched_at", ""))
+        return None
+
+    path = checkpoint_path(settings.state_dir, symbol, start, end)
+    if not path.is_file():
+        return None
+    record = json.loads(path.read_text(encoding="utf-8"))
+    metadata = {"request_params": {"range_start": start, "range_end": end}}
+    prices = prices_from_raw_reply(record["source"], symbol, record["raw_payload"], metadata)
+    logger.info("%s %s..%s: reusing the %s reply saved in %s", symbol, start, end, record["source"], path)
+    return FetchResult(
+        symbol, record["source"], prices, record["raw_payload"], record["request_params"], record["fetched_at"]
+    )
+
+
+def fetch_and_land(
+    symbols: list[str],
+    start: str,
+    end: str,
+    logical_date: str,
+    settings: Settings,
+    *,
+    sources: list[str] | None = None,
+    s3_client=None,
+    session=None,
+) -> tuple[list, dict[str, str], list[str]]:
+    """Fetch a batch and land each reply the moment it arrives; reuse replies landed before.
+
+    This is what makes a killed run cheap to restart: progress is saved per symbol and
+    range (in S3, or in a checkpoint file without S3), and a restarted run fetches only the
+    symbols that have nothing landed yet, so no API quota is spent twice.
+
+    Args:
+        symbols: validated symbols of this batch.
+        start: first trading day, 'YYYY-MM-DD' (inclusive).
+        end: last trading day, 'YYYY-MM-DD' (inclusive).
+        logical_date: the run's logical date (the S3 ingest_date).
+        settings: loaded settings.
+        sources: sources to try in order (None: `settings.data_sources`).
+        s3_client: a boto3 S3 client to land replies in the raw zone; None keeps checkpoint
+            files under `settings.state_dir` instead.
+        session: an HTTP session handed to the sources (tests).
+
+    Returns:
+        (results, failures, raw_keys): one FetchResult per symbol that has data, in the order
+        of `symbols`; symbol -> reason for the others; the S3 keys of the batch's raw replies
+        (empty without S3).
+    """
+    from src.ingestion.sources import fetch_batch
+
+    symbols = normalize_symbols(symbols)
+    reused = {}
+    for symbol in symbols:
+        landed = find_landed_reply(symbol, start, end, logical_date, settings, s3_client)
+        if landed is not None:
+            reused[symbol] = landed
+    keys: list[str] = []
+    if s3_client is not None:
+        from src.storage.s3_handler import raw_object_key
+
+        keys = [raw_object_key(result.source, result.symbol, logical_date) for result in reused.values()]
+
+    def keep(result) -> None:
+        if s3_client is not None:
+            keys.extend(land_fetch_results([result], settings, logical_date, s3_client, start, end))
+        elif result.source in CHECKPOINTED_SOURCES:
+            save_checkpoint(result, settings.state_dir, start, end)
+
+    to_fetch = [symbol for symbol in symbols if symbol not in reused]
+    fetched, failures = [], {}
+    if to_fetch:
+        fetched, failures = fetch_batch(
+            to_fetch,
+            date.fromisoformat(start),
+            date.fromisoformat(end),
+            settings,
+            sources=sources,
+            session=session,
+            on_fetched=keep,
+        )
+    if reused:
+        logger.info(
+            "batch %s..%s: %d symbol(s) reused from landed replies, %d fetched", start, end, len(reused), len(fetched)
+        )
+    by_symbol = {**reused, **{result.symbol: result for result in fetched}}
+    results = [by_symbol[symbol] for symbol in symbols if symbol in by_symbol]
+    return results, failures, keys
+
+
 def extract_batch(
     symbols: list[str], start: str, end: str, logical_date: str, settings: Settings, *, source: str | None = None
 ) -> dict:
@@ -100,17 +270,14 @@ def extract_batch(
     Returns:
         {"raw_keys": [...], "fetched": {symbol: source}, "failed": {symbol: reason}}
     """
-    from src.ingestion.sources import fetch_batch
     from src.storage.s3_handler import ensure_bucket, get_s3_client
 
     bucket = _require_bucket(settings)
     s3 = get_s3_client(settings)
     ensure_bucket(s3, bucket, create=settings.s3_create_bucket)
     sources = [source] if source and source != "auto" else None
-    results, failures = fetch_batch(
-        symbols, date.fromisoformat(start), date.fromisoformat(end), settings, sources=sources
-    )
-    keys = land_fetch_results(results, settings, logical_date, s3, start, end)
+    # Each reply is landed as soon as it arrives; a retried task reuses what is already landed.
+    results, failures, keys = fetch_and_land(symbols, start, end, logical_date, settings, sources=sources, s3_client=s3)
     logger.info(
         "extract %s..%s: %d fetched, %d failed, %d raw objects landed",
         start,

@@ -40,7 +40,7 @@ import pandas as pd
 import requests
 
 from src.config import ConfigurationError, Settings, redact, require_alpha_vantage_key
-from src.ingestion.fetch_result import PRICE_FRAME_COLUMNS, FetchResult, utc_now_iso
+from src.ingestion.fetch_result import PRICE_FRAME_COLUMNS, FetchResult, select_range, utc_now_iso
 from src.ingestion.http_client import HttpRequestError, request_with_retries
 from src.ingestion.rate_limit import DailyQuota, RateLimiter, eastern_today
 from src.ingestion.symbols import normalize_symbol
@@ -206,7 +206,8 @@ def parse_daily_prices(payload: dict, symbol: str) -> pd.DataFrame:
 
     Values stay the strings Alpha Vantage sent ("187.1500", "82488700"); a missing field
     becomes NaN. The validator converts and checks them later. Dates are US/Eastern trading
-    days, already in 'YYYY-MM-DD' form; keys that are not such dates are dropped with a warning.
+    days, already in 'YYYY-MM-DD' form; a key that is not such a date is kept as it is, with a
+    warning, so the validator quarantines that row as `invalid_date` (nothing is dropped silently).
 
     Args:
         payload: a reply that `classify_reply` calls "data" or "empty".
@@ -223,8 +224,9 @@ def parse_daily_prices(payload: dict, symbol: str) -> pd.DataFrame:
         try:
             date.fromisoformat(day)
         except (TypeError, ValueError):
-            logger.warning("%s %s: dropping a row with a bad date key %r", SOURCE_NAME, symbol, day)
-            continue
+            logger.warning(
+                "%s %s: a row has a bad date key %r; passing it on to be quarantined", SOURCE_NAME, symbol, day
+            )
         row = {"symbol": symbol, "trade_date": day}
         for key, column in FIELD_KEYS.items():
             row[column] = fields.get(key)
@@ -457,8 +459,8 @@ def fetch_daily_prices(
         _raise_for_reply(reply_class, message, symbol, wanted, quota)
 
     all_prices = parse_daily_prices(payload, symbol)
-    in_range = all_prices["trade_date"].between(start.isoformat(), end.isoformat())
-    prices = all_prices[in_range].reset_index(drop=True)
+    # Rows with a bad date key stay in: the validator quarantines them (see select_range).
+    prices = select_range(all_prices, start.isoformat(), end.isoformat())
     if prices.empty:
         covered = (
             f"the reply covers {all_prices['trade_date'].iloc[0]}..{all_prices['trade_date'].iloc[-1]}"
@@ -500,9 +502,7 @@ def _reply_message(payload: object) -> str:
     return f"JSON {type(payload).__name__}, expected an object"
 
 
-def _raise_for_reply(
-    reply_class: str, message: str, symbol: str, wanted: str, quota: DailyQuota | None
-) -> None:
+def _raise_for_reply(reply_class: str, message: str, symbol: str, wanted: str, quota: DailyQuota | None) -> None:
     """Raise the exception that matches a final (not retried) reply class."""
     if reply_class == "bad_key":
         logger.error("%s %s: the API key was rejected: %s", SOURCE_NAME, wanted, message)

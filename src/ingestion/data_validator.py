@@ -44,6 +44,12 @@ REJECTED_COLUMNS = ["symbol", "trade_date", "source", "raw_record", "reason"]
 # a split (4:1 gives -75 %) or a bad print. We keep the row (it may be real) but flag it.
 LARGE_MOVE_THRESHOLD = 0.40
 
+# More shares than this in one day is not a real print: the busiest US stocks trade a few
+# billion shares a day (e.g. AAPL's 2000-era record before splits was ~1.9e9 split-adjusted),
+# so 1e12 leaves a margin of several hundred times and still catches garbage such as a
+# timestamp or a notional value in the volume field. It also keeps volume inside int64.
+MAX_DAILY_VOLUME = 1e12
+
 # Trade dates are New York trading days, so "today" (when no run date is given) is New York's.
 MARKET_TIMEZONE = ZoneInfo("America/New_York")
 
@@ -258,6 +264,7 @@ def _find_reasons(frame: pd.DataFrame, latest_date: pd.Timestamp | None) -> tupl
     # Volume counts shares, so it is a whole number in an as-traded series; 1234.5 means the
     # source sent something else (e.g. split-adjusted volumes). Rounding it would hide that.
     problems.append(("fractional_volume", volume % 1 > 0))
+    problems.append(("absurd_volume", volume > MAX_DAILY_VOLUME))
     converted["volume"] = volume
 
     problems.append(("missing_value:source", _is_blank(frame["source"])))
@@ -301,7 +308,7 @@ def validate_prices(
     joined by ';'): missing_column:<name> (then every row is rejected), missing_value:symbol,
     invalid_symbol, missing_value:trade_date, invalid_date, future_date, for each of open/high/
     low/close missing_value:<col>, non_numeric:<col>, non_positive_price:<col>, then
-    missing_value:volume, non_numeric:volume, negative_volume, fractional_volume,
+    missing_value:volume, non_numeric:volume, negative_volume, fractional_volume, absurd_volume,
     missing_value:source, high_below_low, high_below_open_close, low_above_open_close,
     duplicate_date (the last row received for a symbol and day is kept).
 
@@ -330,9 +337,7 @@ def validate_prices(
     missing_columns = [column for column in REQUIRED_COLUMNS if column not in frame.columns]
     if missing_columns:
         reason = REASON_SEPARATOR.join(f"missing_column:{column}" for column in missing_columns)
-        logger.error(
-            "Rejecting all %d rows: required column(s) missing: %s", len(frame), ", ".join(missing_columns)
-        )
+        logger.error("Rejecting all %d rows: required column(s) missing: %s", len(frame), ", ".join(missing_columns))
         return _empty_valid_frame(), _rejected_rows(frame, pd.Series(reason, index=frame.index, dtype=str))
 
     latest_date = pd.Timestamp(resolve_run_date(run_date)) if check_future_dates else None

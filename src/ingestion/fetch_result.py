@@ -42,3 +42,28 @@ class FetchResult:
 def utc_now_iso() -> str:
     """Return the current time as an ISO 8601 UTC string (seconds precision), for `fetched_at`."""
     return datetime.now(UTC).isoformat(timespec="seconds")
+
+
+def select_range(prices: pd.DataFrame, start: str, end: str) -> pd.DataFrame:
+    """Keep the rows dated start..end (inclusive), plus every row whose date is not a real date.
+
+    A row whose trade_date is not 'YYYY-MM-DD' cannot be placed in the range, but dropping
+    it here would lose it silently. It is passed on, and the validator quarantines it with
+    the reason `invalid_date`, so it shows up in `quarantine_prices`.
+
+    Args:
+        prices: a normalised price frame (trade_date as text).
+        start: first day, 'YYYY-MM-DD'.
+        end: last day, 'YYYY-MM-DD'.
+
+    Returns:
+        The selected rows, index reset, in their original order.
+
+    Example:
+        >>> frame = pd.DataFrame({"trade_date": ["2024-01-02", "2024-02-01", "02/01/2024"]})
+        >>> select_range(frame, "2024-01-01", "2024-01-31")["trade_date"].tolist()
+        ['2024-01-02', '02/01/2024']
+    """
+    dates = pd.to_datetime(prices["trade_date"].astype(str).str.strip(), format="%Y-%m-%d", errors="coerce")
+    keep = dates.between(pd.Timestamp(start), pd.Timestamp(end)) | dates.isna()
+    return prices[keep].reset_index(drop=True)

@@ -131,19 +131,21 @@ def fetch_file_prices(symbol: str, start: date, end: date, data_dir: Path) -> Fe
         raise
     fetched_at = utc_now_iso()
 
-    # Dates that are not 'YYYY-MM-DD' cannot be placed in the range: say so and skip them.
-    dates = pd.to_datetime(frame["date"], format="%Y-%m-%d", errors="coerce")
+    # Dates that are not 'YYYY-MM-DD' cannot be placed in the range. They are not dropped:
+    # they are passed on as received, and the validator quarantines them as invalid_date.
+    dates = pd.to_datetime(frame["date"].str.strip(), format="%Y-%m-%d", errors="coerce")
     if dates.isna().any():
         bad = frame.loc[dates.isna(), "date"].head(3).tolist()
         logger.warning(
-            "%s %s: skipping %d row(s) whose date is not YYYY-MM-DD, e.g. %s",
+            "%s %s: %d row(s) have a date that is not YYYY-MM-DD, e.g. %s; passing them on to be quarantined",
             SOURCE_NAME,
             wanted,
             int(dates.isna().sum()),
             bad,
         )
-    selected = frame[dates.between(pd.Timestamp(start), pd.Timestamp(end))].copy()
-    selected["date"] = dates[selected.index].dt.strftime("%Y-%m-%d")
+    selected = frame[dates.between(pd.Timestamp(start), pd.Timestamp(end)) | dates.isna()].copy()
+    valid_dates = dates[selected.index].notna()
+    selected.loc[valid_dates, "date"] = dates[selected.index][valid_dates].dt.strftime("%Y-%m-%d")
     selected = selected.sort_values("date", kind="stable")
     if selected.empty:
         reason = f"no rows between {start} and {end} in {path}"

@@ -19,7 +19,7 @@ import io
 
 import pandas as pd
 
-from src.ingestion.fetch_result import PRICE_FRAME_COLUMNS
+from src.ingestion.fetch_result import PRICE_FRAME_COLUMNS, select_range
 
 
 def _parse_yahoo(payload: dict, symbol: str) -> pd.DataFrame:
@@ -81,5 +81,5 @@ def prices_from_raw_reply(source: str, symbol: str, payload: object, metadata: d
 
     start, end = params.get("range_start"), params.get("range_end")
     if start and end:
-        prices = prices[prices["trade_date"].astype(str).between(start, end)]
+        prices = select_range(prices, start, end)  # rows with a bad date stay, to be quarantined
     return prices.reset_index(drop=True)

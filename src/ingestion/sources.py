@@ -62,9 +62,7 @@ def resolve_sources(sources: Iterable[str] | None, settings: Settings) -> list[s
     chosen = list(sources) if sources else list(settings.data_sources)
     unknown = [source for source in chosen if source not in VALID_SOURCES]
     if not chosen or unknown:
-        raise ConfigurationError(
-            f"sources must be taken from {', '.join(VALID_SOURCES)}; got {chosen or 'nothing'}"
-        )
+        raise ConfigurationError(f"sources must be taken from {', '.join(VALID_SOURCES)}; got {chosen or 'nothing'}")
     return chosen
 
 
@@ -174,6 +172,7 @@ def fetch_batch(
     sources: list[str] | None = None,
     session=None,
     sleep: Callable[[float], None] = time.sleep,
+    on_fetched: Callable[[FetchResult], None] | None = None,
 ) -> tuple[list[FetchResult], dict[str, str]]:
     """Fetch several symbols, sharing one Alpha Vantage rate limiter and daily quota.
 
@@ -191,6 +190,9 @@ def fetch_batch(
         session: an HTTP session handed to the sources (tests pass a `requests.Session`).
         sleep: the sleep function for the sources' retry waits. (The rate limiter keeps the
             real clock and sleep, so its waits always match real time.)
+        on_fetched: called with each FetchResult as soon as it arrives, before the next
+            symbol is fetched. The pipeline lands the reply there, so a run killed halfway
+            keeps every reply it already paid for (see docs/reliability.md).
 
     Returns:
         (results, failures): one FetchResult per symbol that succeeded, in input order, and
@@ -206,30 +208,30 @@ def fetch_batch(
     quota = None
     if "alpha_vantage" in chosen:
         require_alpha_vantage_key(settings)  # a missing key stops the batch before any request
-        rate_limiter = RateLimiter(
-            settings.alpha_vantage_calls_per_minute, settings.alpha_vantage_min_interval_seconds
-        )
+        rate_limiter = RateLimiter(settings.alpha_vantage_calls_per_minute, settings.alpha_vantage_min_interval_seconds)
         quota = DailyQuota(settings.state_dir, settings.alpha_vantage_daily_limit)
 
     results: list[FetchResult] = []
     failures: dict[str, str] = {}
     for symbol in clean_symbols:
         try:
-            results.append(
-                fetch_symbol(
-                    symbol,
-                    start,
-                    end,
-                    settings,
-                    sources=chosen,
-                    session=session,
-                    rate_limiter=rate_limiter,
-                    quota=quota,
-                    sleep=sleep,
-                )
+            result = fetch_symbol(
+                symbol,
+                start,
+                end,
+                settings,
+                sources=chosen,
+                session=session,
+                rate_limiter=rate_limiter,
+                quota=quota,
+                sleep=sleep,
             )
         except AllSourcesFailedError as exc:
             failures[symbol] = exc.reason
+            continue
+        results.append(result)
+        if on_fetched is not None:
+            on_fetched(result)
 
     by_source: dict[str, int] = {}
     for result in results:

@@ -268,12 +268,10 @@ def test_classify_error_message_that_is_not_a_string():
 
 def test_parse_daily_prices_gives_the_normalised_frame_oldest_first():
     frame = parse_daily_prices(IBM_REPLY, "IBM")
-    pd.testing.assert_frame_equal(
-        frame, expected_ibm_frame(["2013-02-26", "2013-02-27", "2013-02-28", "2013-03-01"])
-    )
+    pd.testing.assert_frame_equal(frame, expected_ibm_frame(["2013-02-26", "2013-02-27", "2013-02-28", "2013-03-01"]))
 
 
-def test_parse_keeps_missing_fields_as_missing_and_drops_bad_dates(caplog):
+def test_parse_keeps_missing_fields_as_missing_and_passes_bad_dates_on_for_quarantine(caplog):
     payload = {
         "Meta Data": IBM_REPLY["Meta Data"],
         "Time Series (Daily)": {
@@ -288,7 +286,8 @@ def test_parse_keeps_missing_fields_as_missing_and_drops_bad_dates(caplog):
     }
     frame = parse_daily_prices(payload, "IBM")
 
-    assert frame["trade_date"].tolist() == ["2013-03-01"]
+    # Nothing is dropped silently: the bad date reaches the validator (invalid_date).
+    assert frame["trade_date"].tolist() == ["2013-03-01", "yesterday"]
     assert frame.loc[0, "close"] == "N/A"
     assert pd.isna(frame.loc[0, "volume"])
     assert "bad date key 'yesterday'" in caplog.text
@@ -449,9 +448,7 @@ def test_no_rows_in_the_requested_range_means_no_data(api, settings, sleeps):
     with pytest.raises(NoDataError) as caught:
         fetch(settings, sleeps, start=date(2013, 3, 2), end=date(2013, 3, 3))  # a weekend
 
-    assert caught.value.reason == (
-        "no rows between 2013-03-02 and 2013-03-03; the reply covers 2013-02-26..2013-03-01"
-    )
+    assert caught.value.reason == ("no rows between 2013-03-02 and 2013-03-03; the reply covers 2013-02-26..2013-03-01")
 
 
 # --- fetch_daily_prices: broken replies and HTTP failures -------------------------------------
@@ -510,9 +507,7 @@ def test_not_found_is_not_retried(api, settings, sleeps):
 
 def test_timeouts_are_retried_and_never_leak_the_key(api, settings, sleeps, caplog):
     # requests puts the whole URL, apikey included, into its exception messages.
-    api.get(
-        AV_URL, body=requests.exceptions.ReadTimeout(f"Read timed out: {AV_URL}?symbol=IBM&apikey={FAKE_KEY}")
-    )
+    api.get(AV_URL, body=requests.exceptions.ReadTimeout(f"Read timed out: {AV_URL}?symbol=IBM&apikey={FAKE_KEY}"))
     caplog.set_level(logging.DEBUG)
 
     with pytest.raises(SourceUnavailableError) as caught:
@@ -553,9 +548,7 @@ def test_the_key_never_appears_in_errors_or_logs(api, settings, sleeps, caplog, 
 
 
 def test_premium_asks_for_full_only_when_compact_is_too_short(api, sleeps, tmp_path):
-    premium = Settings(
-        alpha_vantage_api_key=FAKE_KEY, alpha_vantage_base_url=AV_URL, alpha_vantage_premium=True
-    )
+    premium = Settings(alpha_vantage_api_key=FAKE_KEY, alpha_vantage_base_url=AV_URL, alpha_vantage_premium=True)
     api.get(AV_URL, json=IBM_REPLY)
 
     fetch(premium, sleeps, start=date(2013, 2, 26))

@@ -45,9 +45,7 @@ def test_reads_the_exact_rows_of_the_range_as_strings(tmp_path, ibm_prices):
 
     result = fetch_file_prices("IBM", date(2013, 2, 25), date(2013, 3, 1), tmp_path)
 
-    pd.testing.assert_frame_equal(
-        result.prices, expected_strings(ibm_prices, "2013-02-25", "2013-03-01", "file")
-    )
+    pd.testing.assert_frame_equal(result.prices, expected_strings(ibm_prices, "2013-02-25", "2013-03-01", "file"))
     last = result.prices.iloc[-1]
     assert (last["trade_date"], last["close"], last["volume"]) == ("2013-03-01", "202.91", "3308300")
     assert (result.symbol, result.source) == ("IBM", "file")
@@ -105,9 +103,7 @@ def test_extra_column_is_named_in_the_error(tmp_path, ibm_prices):
     # A Yahoo-style export has an "Adj Close" column we do not accept.
     export = ibm_prices.rename(columns={"trade_date": "Date", "close": "Close"})
     export["Adj Close"] = export["Close"]
-    export[["Date", "open", "high", "low", "Close", "Adj Close", "volume"]].to_csv(
-        tmp_path / "IBM.csv", index=False
-    )
+    export[["Date", "open", "high", "low", "Close", "Adj Close", "volume"]].to_csv(tmp_path / "IBM.csv", index=False)
 
     with pytest.raises(FileFormatError) as caught:
         fetch_file_prices("IBM", date(2013, 2, 25), date(2013, 3, 1), tmp_path)
@@ -146,10 +142,11 @@ def test_rows_come_back_sorted_and_bad_cells_are_left_for_the_validator(tmp_path
     with caplog.at_level(logging.WARNING, logger="src.ingestion.file_source"):
         result = fetch_file_prices("IBM", date(2013, 2, 26), date(2013, 2, 28), tmp_path)
 
-    assert result.prices["trade_date"].tolist() == ["2013-02-26", "2013-02-27", "2013-02-28"]
-    assert result.prices["close"].tolist()[0] == "n/a"
-    assert result.prices["volume"].tolist()[1] == ""
-    assert "skipping 1 row(s) whose date is not YYYY-MM-DD, e.g. ['02/28/2013']" in caplog.text
+    # The undated row is not dropped: it is passed on, and the validator quarantines it (invalid_date).
+    assert result.prices["trade_date"].tolist() == ["02/28/2013", "2013-02-26", "2013-02-27", "2013-02-28"]
+    assert result.prices["close"].tolist()[1] == "n/a"
+    assert result.prices["volume"].tolist()[2] == ""
+    assert "1 row(s) have a date that is not YYYY-MM-DD, e.g. ['02/28/2013']; passing them on" in caplog.text
 
 
 def test_synthetic_folder_rows_are_labelled_synthetic(tmp_path, ibm_prices):
