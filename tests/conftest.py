@@ -5,5 +5,6 @@ pytest_plugins = [
     "tests.fixtures.moto_server",
     "tests.fixtures.bq_emulator",
     "tests.fixtures.airflow_env",
+    "tests.fixtures.mock_alpha_vantage",
     "tests.fixtures.slack_catcher",
 ]
