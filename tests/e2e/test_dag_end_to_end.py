@@ -31,7 +31,7 @@ pytestmark = [pytest.mark.e2e, pytest.mark.timeout(600)]
 NEW_YORK = ZoneInfo("America/New_York")
 DAG_ID = "daily_etl_pipeline"
 # Recognisable, so the test can prove it never reaches Slack or the stored data.
-FAKE_API_KEY = "FAKEKEY-e2e-must-never-leak-7731"
+FAKE_API_KEY = "FAKEKEY-e2e-must-never-leak-7731"  # pragma: allowlist secret
 AIRFLOW_UI = "http://127.0.0.1:8080"
 # The scheduled runs of Thursday 2024-06-27 and Friday 2024-06-28 (18:30 New York time).
 THURSDAY_RUN = datetime(2024, 6, 27, 18, 30, tzinfo=NEW_YORK)
