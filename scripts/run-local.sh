@@ -48,6 +48,8 @@ ALL_SERVICES=(moto mock-alpha-vantage slack-catcher "${AIRFLOW_SERVICES[@]}")
 
 log() { echo "==> $*"; }
 die() { echo "error: $*" >&2; exit 1; }
+# shellcheck source=scripts/airflow-api.sh
+source "$ROOT/scripts/airflow-api.sh"
 
 load_environment() {
   # Airflow's settings and the pipeline's local endpoints (see the file for each one).
@@ -132,22 +134,6 @@ stop_service() {
   die "could not stop $name (pid $pid)"
 }
 
-airflow_api() {
-  # airflow_api METHOD PATH [JSON]: call Airflow's REST API (no login needed locally).
-  local method="$1" path="$2" body="${3:-}"
-  if [ -n "$body" ]; then
-    curl --silent --show-error --fail-with-body --max-time 30 -X "$method" \
-      -H "Content-Type: application/json" -d "$body" "$UI_URL/api/v2$path"
-  else
-    curl --silent --show-error --fail-with-body --max-time 30 -X "$method" "$UI_URL/api/v2$path"
-  fi
-}
-
-json_field() {
-  # json_field NAME: print one top-level field of the JSON on stdin.
-  "$VENV/bin/python" -c 'import json, sys; print(json.load(sys.stdin)[sys.argv[1]])' "$1"
-}
-
 start_services() {
   mkdir -p "$LOG_DIR" "$PID_DIR" "$(dirname "$SQLITE_PATH")" "$STATE_DIR" "$(dirname "$ALERTS_LOG")"
   [ -d "$OFFLINE_DATA_DIR" ] || die "no offline data in $OFFLINE_DATA_DIR: run scripts/seed-data.sh (or $0 without arguments)"
@@ -193,7 +179,7 @@ active_run() {
 
 run_latest_session() {
   # Make sure a run loads the latest completed NYSE session, wait for it, print a summary.
-  local run_id="" state waited=0 started=$SECONDS
+  local run_id="" state started=$SECONDS
   if [ "$(airflow_api GET "/dags/$DAG_ID" | json_field is_paused)" = "True" ]; then
     # First start: with catchup=False the scheduler starts the latest scheduled run (the
     # last weekday 18:30 New York time) as soon as the DAG is unpaused. Follow that run.
@@ -215,22 +201,9 @@ run_latest_session() {
     log "Triggered run $run_id"
   fi
   log "Waiting for run $run_id (at most $WAIT_SECONDS s); watch it at $UI_URL/dags/$DAG_ID"
-  while true; do
-    state="$(airflow_api GET "/dags/$DAG_ID/dagRuns/$(url_quote "$run_id")" | json_field state)"
-    case "$state" in
-      success | failed) break ;;
-    esac
-    [ "$waited" -lt "$WAIT_SECONDS" ] || die "run $run_id is still $state after $WAIT_SECONDS s; see $UI_URL"
-    sleep 3
-    waited=$((waited + 3))
-  done
+  state="$(wait_for_run "$run_id")"
   print_summary "$run_id" "$state" $((SECONDS - started))
   [ "$state" = "success" ]
-}
-
-url_quote() {
-  # Run ids hold '+' and ':' (e.g. manual__2024-06-28T22:30:00+00:00): quote them for a URL path.
-  "$VENV/bin/python" -c 'import sys, urllib.parse; print(urllib.parse.quote(sys.argv[1], safe=""))' "$1"
 }
 
 print_summary() {

@@ -31,6 +31,8 @@ MOCK_URL="http://127.0.0.1:$MOCK_AV_PORT"
 
 die() { echo "error: $*" >&2; exit 1; }
 log() { echo "==> $*"; }
+# shellcheck source=scripts/airflow-api.sh
+source "$ROOT/scripts/airflow-api.sh"
 
 mock_control() {
   # mock_control QUERY: call the mock's control endpoint, print its JSON reply.
@@ -39,28 +41,15 @@ mock_control() {
   echo
 }
 
-airflow_api() {
-  # airflow_api METHOD PATH [JSON]: call Airflow's REST API (no login on the local stack).
-  local method="$1" path="$2" body="${3:-}"
-  local args=(--silent --show-error --fail-with-body --max-time 30 -X "$method")
-  if [ -n "$body" ]; then
-    args+=(-H "Content-Type: application/json" -d "$body")
-  fi
-  curl "${args[@]}" "$UI_URL/api/v2$path" || die "Airflow does not answer at $UI_URL; start the stack with ./scripts/run-local.sh start"
-}
-
-json_field() {
-  # json_field NAME: print one top-level field of the JSON on stdin.
-  "$VENV/bin/python" -c 'import json, sys; print(json.load(sys.stdin)[sys.argv[1]])' "$1"
-}
-
 alert_count() {
   if [ -f "$ALERTS_LOG" ]; then wc -l <"$ALERTS_LOG"; else echo 0; fi
 }
 
 run_alpha_vantage_only() {
   # A manual run restricted to Alpha Vantage and a few symbols; the DAG's params allow both.
-  local symbols_json run_id state waited=0 alerts_before
+  local symbols_json run_id state alerts_before
+  airflow_api GET /monitor/health >/dev/null \
+    || die "Airflow does not answer at $UI_URL; start the stack with ./scripts/run-local.sh start"
   symbols_json="$("$VENV/bin/python" -c 'import json, sys; print(json.dumps(sys.argv[1].split(",")))' "$FAILURE_SYMBOLS")"
   alerts_before="$(alert_count)"
   run_id="$(airflow_api POST "/dags/$DAG_ID/dagRuns" \
@@ -68,15 +57,7 @@ run_alpha_vantage_only() {
       \"conf\": {\"source\": \"alpha_vantage\", \"symbols\": $symbols_json}}" | json_field dag_run_id)"
   log "Triggered run $run_id (source alpha_vantage only, symbols $FAILURE_SYMBOLS)"
   log "Watch it at $UI_URL/dags/$DAG_ID (failed tasks retry twice before they fail for good)"
-  while true; do
-    state="$(airflow_api GET "/dags/$DAG_ID/dagRuns/$(url_quote "$run_id")" | json_field state)"
-    case "$state" in
-      success | failed) break ;;
-    esac
-    [ "$waited" -lt "$WAIT_SECONDS" ] || die "run $run_id is still $state after $WAIT_SECONDS s; see $UI_URL"
-    sleep 3
-    waited=$((waited + 3))
-  done
+  state="$(wait_for_run "$run_id")"
   log "Run $run_id ended: $state"
   if [ "$(alert_count)" -gt "$alerts_before" ]; then
     log "New alerts in $ALERTS_LOG (what Slack would have received):"
@@ -89,10 +70,6 @@ for line in sys.stdin:
   else
     log "No new alert in $ALERTS_LOG"
   fi
-}
-
-url_quote() {
-  "$VENV/bin/python" -c 'import sys, urllib.parse; print(urllib.parse.quote(sys.argv[1], safe=""))' "$1"
 }
 
 case "${1:-}" in
