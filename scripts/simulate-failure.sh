@@ -25,6 +25,8 @@ MOCK_AV_PORT="${MOCK_AV_PORT:-8081}"
 ALERTS_LOG="${ALERTS_LOG:-$ROOT/data/alerts.log}"
 WAIT_SECONDS="${WAIT_SECONDS:-600}"
 FAILURE_SYMBOLS="${FAILURE_SYMBOLS:-AAPL,MSFT,GOOG}"
+# The failing run asks for the last FAILURE_DAYS days, a range the daily runs have not fetched.
+FAILURE_DAYS="${FAILURE_DAYS:-45}"
 DAG_ID="daily_etl_pipeline"
 UI_URL="http://127.0.0.1:$AIRFLOW_PORT"
 MOCK_URL="http://127.0.0.1:$MOCK_AV_PORT"
@@ -47,15 +49,19 @@ alert_count() {
 
 run_alpha_vantage_only() {
   # A manual run restricted to Alpha Vantage and a few symbols; the DAG's params allow both.
-  local symbols_json run_id state alerts_before
+  local symbols_json run_id state alerts_before start
   airflow_api GET /monitor/health >/dev/null \
     || die "Airflow does not answer at $UI_URL; start the stack with ./scripts/run-local.sh start"
   symbols_json="$("$VENV/bin/python" -c 'import json, sys; print(json.dumps(sys.argv[1].split(",")))' "$FAILURE_SYMBOLS")"
   alerts_before="$(alert_count)"
+  # A range no earlier run has fetched: a replay of an already-landed day would be answered from
+  # the S3 checkpoint (docs/reliability.md) without calling the broken API at all.
+  start="$(date -u -d "$FAILURE_DAYS days ago" +%Y-%m-%d)"
   run_id="$(airflow_api POST "/dags/$DAG_ID/dagRuns" \
     "{\"logical_date\": \"$(date -u +%Y-%m-%dT%H:%M:%SZ)\", \"note\": \"simulate-failure.sh\",
-      \"conf\": {\"source\": \"alpha_vantage\", \"symbols\": $symbols_json}}" | json_field dag_run_id)"
-  log "Triggered run $run_id (source alpha_vantage only, symbols $FAILURE_SYMBOLS)"
+      \"conf\": {\"source\": \"alpha_vantage\", \"symbols\": $symbols_json, \"start\": \"$start\"}}" \
+    | json_field dag_run_id)"
+  log "Triggered run $run_id (source alpha_vantage only, symbols $FAILURE_SYMBOLS, from $start)"
   log "Watch it at $UI_URL/dags/$DAG_ID (failed tasks retry twice before they fail for good)"
   state="$(wait_for_run "$run_id")"
   log "Run $run_id ended: $state"
