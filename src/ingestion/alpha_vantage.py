@@ -282,7 +282,11 @@ class _MeteredSession:
             self.rate_limiter.wait()
         if self.quota is not None:
             self.quota.record_call()
-        return self.session.request(method, url, **kwargs)
+        try:
+            return self.session.request(method, url, **kwargs)
+        finally:
+            if self.rate_limiter is not None:
+                self.rate_limiter.call_finished()
 
 
 def _choose_outputsize(start: date, premium: bool, wanted: str) -> str:

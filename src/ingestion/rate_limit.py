@@ -106,6 +106,16 @@ class RateLimiter:
         self._recent_calls.append(now)
         return slept
 
+    def call_finished(self) -> None:
+        """Count the last call as made when its reply arrived, not when it was sent.
+
+        The server counts calls when they *arrive*. A request that is slow to get there (a new
+        connection, a busy network) could otherwise land less than `min_interval_seconds` after
+        the next one and be throttled. Timing from the reply keeps the arrivals apart too.
+        """
+        if self._recent_calls:
+            self._recent_calls[-1] = self._clock()
+
 
 def eastern_today(now: datetime | None = None) -> date:
     """Return the date on the US/Eastern calendar (America/New_York), today by default.

@@ -20,7 +20,7 @@ import pandas as pd
 
 from src.storage.warehouse import Warehouse
 from src.transformation.aggregator import aggregate_prices, period_start
-from src.transformation.indicators import LOOKBACK_ROWS, compute_indicators_incremental
+from src.transformation.indicators import LOOKBACK_ROWS, compute_indicators_incremental, sort_by_symbol_and_date
 
 logger = logging.getLogger(__name__)
 
@@ -33,6 +33,10 @@ LATEST_DATE = "9999-12-31"
 
 def _combine(stored: pd.DataFrame, new: pd.DataFrame) -> pd.DataFrame:
     """Stored rows plus new rows, where a new row replaces a stored row of the same symbol and date."""
+    if stored.empty:
+        # The usual backfill case: nothing to merge. `new` comes from the cleaner, already
+        # sorted with one row per (symbol, trade_date), which this checks without re-sorting.
+        return sort_by_symbol_and_date(new[PRICE_COLUMNS])
     combined = pd.concat([stored[PRICE_COLUMNS], new[PRICE_COLUMNS]], ignore_index=True)
     combined = combined.drop_duplicates(["symbol", "trade_date"], keep="last")
     return combined.sort_values(["symbol", "trade_date"]).reset_index(drop=True)

@@ -25,7 +25,7 @@ import exchange_calendars
 import numpy as np
 import pandas as pd
 
-from src.ingestion.data_validator import VALID_COLUMNS, add_quality_flag, validate_prices
+from src.ingestion.data_validator import REJECTED_COLUMNS, VALID_COLUMNS, add_quality_flag, validate_prices
 from src.storage.calendar_dim import nyse_calendar
 
 logger = logging.getLogger(__name__)
@@ -84,9 +84,7 @@ def standardize_columns(df: pd.DataFrame) -> pd.DataFrame:
     seen: dict[str, object] = {}
     for original, new in new_names.items():
         if new in seen:
-            raise ValueError(
-                f"columns {seen[new]!r} and {original!r} both mean {new!r}; keep only one of them"
-            )
+            raise ValueError(f"columns {seen[new]!r} and {original!r} both mean {new!r}; keep only one of them")
         seen[new] = original
     return df.rename(columns=new_names)
 
@@ -177,7 +175,10 @@ def _return_outliers(prices: pd.DataFrame) -> pd.Series:
 
 
 def clean_prices(
-    valid_df: pd.DataFrame, session_calendar: exchange_calendars.ExchangeCalendar | None = None
+    valid_df: pd.DataFrame,
+    session_calendar: exchange_calendars.ExchangeCalendar | None = None,
+    *,
+    already_validated: bool = False,
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Clean prices; return the clean rows and the quarantined rows.
 
@@ -193,6 +194,9 @@ def clean_prices(
         valid_df: prices, normally `validate_prices`' valid rows; column names may be in
             another style ('Date', 'Open', ...). quality_flags, if present, is rebuilt.
         session_calendar: the trading calendar; None means NYSE (XNYS).
+        already_validated: True when `valid_df` is exactly the valid output of
+            `validate_prices` (as in `transform_prices`): the safety-net re-validation is then
+            skipped, because it would find nothing new and it is about half the cleaner's time.
 
     Returns:
         (clean, quarantined).
@@ -204,18 +208,20 @@ def clean_prices(
     Raises:
         ValueError: two columns standardise to the same name.
     """
-    frame = standardize_columns(valid_df)
-    if "symbol" in frame.columns:
-        # A repair we can make safely: ' aapl ' is AAPL. Missing symbols stay missing.
-        frame["symbol"] = frame["symbol"].astype(str).str.strip().str.upper()
-
-    clean, quarantined = validate_prices(frame, session_calendar=session_calendar, check_future_dates=False)
+    if already_validated:
+        # validate_prices' valid rows are typed, deduplicated, sorted and flagged already.
+        clean = valid_df[VALID_COLUMNS].copy()
+        quarantined = pd.DataFrame(columns=REJECTED_COLUMNS)
+    else:
+        frame = standardize_columns(valid_df)
+        if "symbol" in frame.columns:
+            # A repair we can make safely: ' aapl ' is AAPL. Missing symbols stay missing.
+            frame["symbol"] = frame["symbol"].astype(str).str.strip().str.upper()
+        clean, quarantined = validate_prices(frame, session_calendar=session_calendar, check_future_dates=False)
 
     sessions = _sessions(session_calendar)
     _, gap_sizes = _missing_sessions_before(clean, sessions)
-    flags = add_quality_flag(
-        clean["quality_flags"], pd.Series(gap_sizes > 0, index=clean.index), "gap_before"
-    )
+    flags = add_quality_flag(clean["quality_flags"], pd.Series(gap_sizes > 0, index=clean.index), "gap_before")
     flags = add_quality_flag(flags, _return_outliers(clean), "return_outlier")
     clean["quality_flags"] = flags
 

@@ -44,7 +44,8 @@ def transform_prices(raw_prices: pd.DataFrame, run_date: date | str) -> tuple[pd
         rejected rows with `reason`, `raw_record` and `record_hash` (ready for `quarantine_prices`).
     """
     valid, rejected = validate_prices(raw_prices, run_date=run_date)
-    clean, quarantined = clean_prices(valid)
+    # `valid` comes straight from validate_prices, so the cleaner need not re-validate it.
+    clean, quarantined = clean_prices(valid, already_validated=True)
     quarantine = pd.concat([rejected, quarantined], ignore_index=True)
     if quarantine.empty:
         quarantine = pd.DataFrame(columns=QUARANTINE_COLUMNS)
@@ -52,6 +53,9 @@ def transform_prices(raw_prices: pd.DataFrame, run_date: date | str) -> tuple[pd
         quarantine = _with_record_hash(quarantine)
     logger.info(
         "transform: %d input rows -> %d clean, %d quarantined (run date %s)",
-        len(raw_prices), len(clean), len(quarantine), run_date,
+        len(raw_prices),
+        len(clean),
+        len(quarantine),
+        run_date,
     )
     return clean, quarantine

@@ -387,10 +387,10 @@ def test_history_tail_query_walks_the_primary_key_index(conn, real_prices_4_symb
         row[3]
         for row in conn.execute("EXPLAIN QUERY PLAN " + wh.HISTORY_TAIL_SQL, ("AAPL", "2012-01-01", 250))
     ]
+    # The fact tables are WITHOUT ROWID: the primary key is the table's own B-tree.
     assert plan == [
-        "SEARCH p USING INDEX sqlite_autoindex_fact_daily_prices_1 (symbol=? AND trade_date<?)",
-        "SEARCH i USING INDEX sqlite_autoindex_fact_technical_indicators_1 (symbol=? AND trade_date=?)"
-        " LEFT-JOIN",
+        "SEARCH p USING PRIMARY KEY (symbol=? AND trade_date<?)",
+        "SEARCH i USING PRIMARY KEY (symbol=? AND trade_date=?) LEFT-JOIN",
     ]
 
 

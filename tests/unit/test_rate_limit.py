@@ -229,3 +229,17 @@ def test_eastern_today_uses_the_new_york_calendar():
     assert eastern_today(datetime(2024, 1, 2, 3, 0, tzinfo=UTC)) == date(2024, 1, 1)
     assert eastern_today(datetime(2024, 7, 2, 3, 30, tzinfo=UTC)) == date(2024, 7, 1)
     assert eastern_today(datetime(2024, 7, 2, 4, 0, tzinfo=UTC)) == date(2024, 7, 2)
+
+
+def test_spacing_counts_from_the_reply_so_slow_requests_still_arrive_apart():
+    clock = FakeClock()
+    limiter = RateLimiter(calls_per_minute=5, min_interval_seconds=1.0, clock=clock.now, sleep=clock.sleep)
+
+    limiter.wait()  # sent at t=0
+    clock.sleep(0.4)  # the request takes 0.4 s to arrive and be answered
+    limiter.call_finished()
+    slept = limiter.wait()
+
+    # The next call goes 1 s after the reply (t=1.4), not 1 s after the send (t=1.0).
+    assert slept == pytest.approx(1.0)
+    assert clock.now() == pytest.approx(1.4)

@@ -1,0 +1,80 @@
+"""Smoke test for scripts/benchmark.py: tiny sizes, every row of the report written, sane ratios.
+
+No timing is asserted (this machine is shared); the ratios only have to be real positive
+numbers, which proves each measurement ran on both sides of its comparison.
+"""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
+EXPECTED_KEYS = [
+    "backfill",
+    "indicators_vs_talib",
+    "indicators_vs_ta",
+    "upsert_vs_insert",
+    "reload_vs_first",
+    "daily_incremental",
+    "daily_long_vs_short",
+    "rate_limited_fetch",
+    "airflow_dag",
+]
+
+
+def _table_rows(report: str) -> dict[str, list[str]]:
+    """key -> the cells of its table row (what, target, result, met)."""
+    rows = {}
+    for line in report.splitlines():
+        cells = [cell.strip() for cell in line.strip().strip("|").split("|")]
+        if line.startswith("| ") and cells[0] in EXPECTED_KEYS:
+            rows[cells[0]] = cells[1:]
+    return rows
+
+
+def _ratio(result: str) -> float:
+    """The first 'N.NNx' in a result cell."""
+    match = re.search(r"(\d+(?:\.\d+)?)x", result)
+    assert match, f"no ratio in {result!r}"
+    return float(match.group(1))
+
+
+@pytest.mark.integration
+@pytest.mark.timeout(120)
+def test_benchmark_writes_every_row_with_sane_ratios(tmp_path):
+    report_path = tmp_path / "benchmarks.md"
+    command = [
+        sys.executable, str(PROJECT_ROOT / "scripts" / "benchmark.py"),
+        "--symbols", "3", "--years", "1", "--batch-size", "2",
+        "--fetch-symbols", "4", "--fetch-calls-per-minute", "600", "--fetch-min-interval", "0.05",
+        "--repeats", "1", "--work-dir", str(tmp_path / "work"), "--out", str(report_path),
+    ]  # fmt: skip
+    finished = subprocess.run(command, cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=110)
+    assert finished.returncode == 0, finished.stderr[-3000:]
+
+    report = report_path.read_text()
+    rows = _table_rows(report)
+    assert list(rows) == EXPECTED_KEYS
+    assert "Machine: " in report and "SQLite " in report and "pandas " in report
+
+    # 3 symbols x 1 year of sessions before 2025-12-31.
+    backfill = rows["backfill"][2]
+    assert re.search(r"bars/s", backfill) and re.search(r"peak RSS \d", backfill)
+    assert "(750 bars)" in rows["backfill"][0]
+
+    for key in ("indicators_vs_talib", "upsert_vs_insert", "reload_vs_first", "daily_long_vs_short"):
+        assert 0 < _ratio(rows[key][2]) < 1000, (key, rows[key])
+    assert 0 < _ratio(rows["indicators_vs_ta"][2]) < 1000
+    fetch = rows["rate_limited_fetch"][2]
+    # 4 calls 0.05 s apart: the last may start at 0.15 s; all 4 requests reached the server.
+    assert "floor 0.15 s" in fetch and "4 requests" in fetch
+    assert _ratio(fetch) >= 1.0
+    for key in EXPECTED_KEYS[:-1]:
+        assert rows[key][3] in ("yes", "NO")
+    # The Airflow figure comes from docs/local-stack.md when that document states one.
+    assert rows["airflow_dag"][3] in ("yes", "NO", "n/a")
