@@ -207,23 +207,17 @@ def load_settings(env_file: str | os.PathLike | None = None, overrides: dict | N
             _to_number("ALPHA_VANTAGE_CALLS_PER_MINUTE", get("ALPHA_VANTAGE_CALLS_PER_MINUTE", "5"), int, 1)
         ),
         alpha_vantage_min_interval_seconds=float(
-            _to_number(
-                "ALPHA_VANTAGE_MIN_INTERVAL_SECONDS", get("ALPHA_VANTAGE_MIN_INTERVAL_SECONDS", "1"), float, 0
-            )
+            _to_number("ALPHA_VANTAGE_MIN_INTERVAL_SECONDS", get("ALPHA_VANTAGE_MIN_INTERVAL_SECONDS", "1"), float, 0)
         ),
         alpha_vantage_daily_limit=int(
             _to_number("ALPHA_VANTAGE_DAILY_LIMIT", get("ALPHA_VANTAGE_DAILY_LIMIT", "25"), int, 0)
         ),
         alpha_vantage_premium=_to_bool("ALPHA_VANTAGE_PREMIUM", get("ALPHA_VANTAGE_PREMIUM", "false")),
         yahoo_max_retries=int(_to_number("YAHOO_MAX_RETRIES", get("YAHOO_MAX_RETRIES", "3"), int, 1)),
-        http_connect_timeout=float(
-            _to_number("HTTP_CONNECT_TIMEOUT", get("HTTP_CONNECT_TIMEOUT", "5"), float, 0.1)
-        ),
+        http_connect_timeout=float(_to_number("HTTP_CONNECT_TIMEOUT", get("HTTP_CONNECT_TIMEOUT", "5"), float, 0.1)),
         http_read_timeout=float(_to_number("HTTP_READ_TIMEOUT", get("HTTP_READ_TIMEOUT", "30"), float, 0.1)),
         http_max_tries=int(_to_number("HTTP_MAX_TRIES", get("HTTP_MAX_TRIES", "3"), int, 1)),
-        http_backoff_seconds=float(
-            _to_number("HTTP_BACKOFF_SECONDS", get("HTTP_BACKOFF_SECONDS", "2"), float, 0)
-        ),
+        http_backoff_seconds=float(_to_number("HTTP_BACKOFF_SECONDS", get("HTTP_BACKOFF_SECONDS", "2"), float, 0)),
         http_max_response_bytes=int(
             _to_number("HTTP_MAX_RESPONSE_BYTES", get("HTTP_MAX_RESPONSE_BYTES", "20000000"), int, 1024)
         ),
@@ -255,7 +249,8 @@ def require_alpha_vantage_key(settings: Settings) -> str:
     if not settings.alpha_vantage_api_key:
         raise ConfigurationError(
             "ALPHA_VANTAGE_API_KEY is not set. Get a free key at "
-            "https://www.alphavantage.co/support/#api-key and put it in .env, or drop alpha_vantage from DATA_SOURCES (e.g. DATA_SOURCES=yahoo)."
+            "https://www.alphavantage.co/support/#api-key and put it in .env, "
+            "or drop alpha_vantage from DATA_SOURCES (e.g. DATA_SOURCES=yahoo)."
         )
     return settings.alpha_vantage_api_key
 

@@ -220,9 +220,7 @@ class DailyQuota:
         state["calls"] += 1
         self._save(state)
         left = 0 if state["exhausted"] else max(self.daily_limit - state["calls"], 0)
-        logger.debug(
-            "alpha vantage quota: %d call(s) made on %s, %d left", state["calls"], state["day"], left
-        )
+        logger.debug("alpha vantage quota: %d call(s) made on %s, %d left", state["calls"], state["day"], left)
         return left
 
     def mark_exhausted(self) -> None:

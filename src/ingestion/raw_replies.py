@@ -7,7 +7,7 @@ task or the AWS Lambda) reads it back from there. This module knows each source'
 |---------------|--------------------------------------------------------|---------------------------------|
 | alpha_vantage | the API's JSON reply                                   | `alpha_vantage.parse_daily_prices` |
 | yahoo         | yfinance's frame as records (see `frame_to_raw_payload`) | `yahoo_finance.normalize_yahoo_frame` |
-| file          | the CSV text of the selected rows                      | `file_source.read_price_text`-style parse below |
+| file          | the CSV text of the selected rows                      | `_parse_file_csv` below         |
 
 The object's metadata carries the date range the run asked for (`range_start`, `range_end`), so
 the transform keeps exactly the rows the extract step selected.

@@ -109,12 +109,7 @@ def normalize_yahoo_frame(frame: pd.DataFrame, symbol: str, exchange_tz: str = U
         # The trading day is the bar's calendar date in the exchange's timezone (trap 6). For
         # US listings that is US/Eastern; in UTC an evening bar would already be the next day.
         index = index.tz_convert(exchange_tz)
-    prices = (
-        frame[list(YAHOO_COLUMNS)]
-        .rename(columns=YAHOO_COLUMNS)
-        .rename_axis(columns=None)
-        .reset_index(drop=True)
-    )
+    prices = frame[list(YAHOO_COLUMNS)].rename(columns=YAHOO_COLUMNS).rename_axis(columns=None).reset_index(drop=True)
     prices.insert(0, "trade_date", list(index.strftime("%Y-%m-%d")))
     prices.insert(0, "symbol", symbol)
     prices["source"] = SOURCE_NAME

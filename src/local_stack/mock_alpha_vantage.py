@@ -324,9 +324,7 @@ class _MockHandler(BaseHTTPRequestHandler):
             self._send_json({"Information": BURST_MESSAGE})
             return
         if mode == "quota":
-            self._send_json(
-                {"Information": QUOTA_MESSAGE.format(key=api_key, limit=server.daily_limit or 25)}
-            )
+            self._send_json({"Information": QUOTA_MESSAGE.format(key=api_key, limit=server.daily_limit or 25)})
             return
         if mode == "premium":
             self._send_json({"Information": PREMIUM_ENDPOINT_MESSAGE})
@@ -399,9 +397,7 @@ class _MockHandler(BaseHTTPRequestHandler):
         logger.debug("mock alpha vantage: %s", redact(format % args))
 
 
-def start_mock_server(
-    data_dir: Path, port: int = 0, **options
-) -> tuple[MockAlphaVantageServer, threading.Thread, str]:
+def start_mock_server(data_dir: Path, port: int = 0, **options) -> tuple[MockAlphaVantageServer, threading.Thread, str]:
     """Start the mock server in a background thread.
 
     Args:
@@ -430,13 +426,9 @@ def start_mock_server(
 
 def main(argv: list[str] | None = None) -> int:
     """Command line: run the mock server in the foreground until Ctrl+C."""
-    parser = argparse.ArgumentParser(
-        description="Mock Alpha Vantage TIME_SERIES_DAILY server (127.0.0.1 only)."
-    )
+    parser = argparse.ArgumentParser(description="Mock Alpha Vantage TIME_SERIES_DAILY server (127.0.0.1 only).")
     parser.add_argument("--port", type=int, default=8081)
-    parser.add_argument(
-        "--data-dir", type=Path, default=Path("data/offline"), help="folder of <SYMBOL>.csv files"
-    )
+    parser.add_argument("--data-dir", type=Path, default=Path("data/offline"), help="folder of <SYMBOL>.csv files")
     parser.add_argument("--mode", choices=MODES, default="normal")
     parser.add_argument("--api-key", help="the only accepted key (default: any non-empty key)")
     parser.add_argument("--premium", action="store_true", help="allow outputsize=full")
@@ -470,9 +462,7 @@ def main(argv: list[str] | None = None) -> int:
         daily_limit=args.daily_limit,
         timeout_seconds=args.timeout_seconds,
     )
-    print(
-        f"mock Alpha Vantage at {server.base_url} serving {args.data_dir} (mode {server.mode}); Ctrl+C stops"
-    )
+    print(f"mock Alpha Vantage at {server.base_url} serving {args.data_dir} (mode {server.mode}); Ctrl+C stops")
     try:
         server.serve_forever()
     except KeyboardInterrupt:

@@ -44,9 +44,7 @@ class SlackCatcherServer(ThreadingHTTPServer):
 
     daemon_threads = True  # a handler stuck in "timeout" mode must not keep the process alive
 
-    def __init__(
-        self, port: int, log_path: str | Path, fail_mode: str | None = None, hang_seconds: float = 30.0
-    ):
+    def __init__(self, port: int, log_path: str | Path, fail_mode: str | None = None, hang_seconds: float = 30.0):
         super().__init__(("127.0.0.1", port), SlackCatcherHandler)
         self.log_path = Path(log_path)
         self.log_path.parent.mkdir(parents=True, exist_ok=True)

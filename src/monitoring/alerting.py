@@ -135,9 +135,7 @@ def send_slack_alert(
 
     if response.status_code != 200:
         # Slack explains a rejection in one short word: invalid_payload, no_service, ...
-        logger.warning(
-            "Slack alert rejected: HTTP %d %s", response.status_code, redact(response.text[:200], secrets)
-        )
+        logger.warning("Slack alert rejected: HTTP %d %s", response.status_code, redact(response.text[:200], secrets))
         return False
     logger.info("Slack alert delivered")
     return True
@@ -180,9 +178,7 @@ def _format_figure(value: object) -> str:
 # --- Task failures --------------------------------------------------------------------------
 
 
-def build_log_url(
-    base_url: str, dag_id: str, run_id: str, task_id: str, map_index: int, try_number: int
-) -> str:
+def build_log_url(base_url: str, dag_id: str, run_id: str, task_id: str, map_index: int, try_number: int) -> str:
     """Return the Airflow 3 UI link to one task instance's log.
 
     Same route as Airflow 3's own `TaskInstance.log_url` (the React UI's
@@ -315,9 +311,7 @@ def build_task_failure_message(info: dict) -> tuple[str, list]:
             so_far = f"{len(failed)} instances have failed so far (map indexes {indexes})."
         else:
             so_far = "Other instances may fail too."
-        where = (
-            f"<{info['mapped_url']}|see all mapped instances>" if info.get("mapped_url") else "see the grid"
-        )
+        where = f"<{info['mapped_url']}|see all mapped instances>" if info.get("mapped_url") else "see the grid"
         note = (
             f"This task is mapped. {so_far} Only the first failed instance sends an alert, "
             f"so later failures of this task in this run are not posted: {where}."

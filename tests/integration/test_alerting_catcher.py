@@ -59,9 +59,7 @@ def alert_env(tmp_path, slack_catcher, monkeypatch):
     return load_settings()
 
 
-def airflow_context(
-    task_id: str, map_index: int = -1, try_number: int = 1, max_tries: int = 0, exception=None
-):
+def airflow_context(task_id: str, map_index: int = -1, try_number: int = 1, max_tries: int = 0, exception=None):
     """A callback context made of real Task SDK objects, built the way Airflow's DAG processor
     builds one for its failure callbacks (`model_construct` of the runtime task instance)."""
     from airflow.sdk.api.datamodels._generated import DagRun
@@ -150,9 +148,7 @@ def test_catcher_command_line_serves_until_stopped(tmp_path):
         assert first_line == (
             f"Slack catcher listening; set SLACK_WEBHOOK_URL=http://127.0.0.1:{port}/services/T000/B000/XXXX\n"
         )
-        reply = requests.post(
-            f"http://127.0.0.1:{port}/services/T1/B2/C3", json={"text": "from the CLI"}, timeout=5
-        )
+        reply = requests.post(f"http://127.0.0.1:{port}/services/T1/B2/C3", json={"text": "from the CLI"}, timeout=5)
         assert reply.text == "ok"
         assert json.loads(log_path.read_text())["payload"] == {"text": "from the CLI"}
     finally:
@@ -165,9 +161,7 @@ def test_catcher_command_line_serves_until_stopped(tmp_path):
 
 
 def test_alert_is_delivered_as_built(tmp_path, slack_catcher):
-    settings = load_settings(
-        env_file=tmp_path / "absent.env", overrides={"SLACK_WEBHOOK_URL": slack_catcher.url}
-    )
+    settings = load_settings(env_file=tmp_path / "absent.env", overrides={"SLACK_WEBHOOK_URL": slack_catcher.url})
     info = {
         "dag_id": DAG_ID,
         "task_id": "load_warehouse",
@@ -188,9 +182,7 @@ def test_alert_is_delivered_as_built(tmp_path, slack_catcher):
 
 
 def test_slack_500_is_retried_three_times_then_gives_up(tmp_path, slack_catcher, caplog):
-    settings = load_settings(
-        env_file=tmp_path / "absent.env", overrides={"SLACK_WEBHOOK_URL": slack_catcher.url}
-    )
+    settings = load_settings(env_file=tmp_path / "absent.env", overrides={"SLACK_WEBHOOK_URL": slack_catcher.url})
     slack_catcher.set_fail_mode("500")
     waits = []
 
@@ -203,9 +195,7 @@ def test_slack_500_is_retried_three_times_then_gives_up(tmp_path, slack_catcher,
 
 
 def test_slack_that_never_answers_gives_up_quickly(tmp_path, slack_catcher, caplog):
-    settings = load_settings(
-        env_file=tmp_path / "absent.env", overrides={"SLACK_WEBHOOK_URL": slack_catcher.url}
-    )
+    settings = load_settings(env_file=tmp_path / "absent.env", overrides={"SLACK_WEBHOOK_URL": slack_catcher.url})
     slack_catcher.set_fail_mode("timeout")
 
     started = time.monotonic()
@@ -229,9 +219,7 @@ def test_unreachable_webhook_returns_false_without_showing_the_url(tmp_path, cap
 
 
 def test_revoked_webhook_is_not_retried(tmp_path, slack_catcher, caplog):
-    settings = load_settings(
-        env_file=tmp_path / "absent.env", overrides={"SLACK_WEBHOOK_URL": slack_catcher.url}
-    )
+    settings = load_settings(env_file=tmp_path / "absent.env", overrides={"SLACK_WEBHOOK_URL": slack_catcher.url})
     slack_catcher.set_fail_mode("no_service")
 
     assert send_slack_alert(settings, "Task failed", []) is False
@@ -330,9 +318,7 @@ def test_retry_callback_logs_and_posts_nothing(alert_env, slack_catcher, caplog)
 
 
 def test_data_quality_alert_reaches_slack(tmp_path, slack_catcher):
-    settings = load_settings(
-        env_file=tmp_path / "absent.env", overrides={"SLACK_WEBHOOK_URL": slack_catcher.url}
-    )
+    settings = load_settings(env_file=tmp_path / "absent.env", overrides={"SLACK_WEBHOOK_URL": slack_catcher.url})
     checks = [
         {"name": "row_counts", "ok": True, "message": "50 symbols loaded", "figures": {"symbols": 50}},
         {
@@ -519,9 +505,7 @@ def test_dag_test_run_alerts_once_per_failed_task(airflow_home, slack_catcher, t
         # the alert arrived.
         received = datetime.fromisoformat(alert["received_at"]).timestamp()
         raised = max(
-            e["at"]
-            for e in events
-            if e["event"] == "raised" and (e["task_id"], e["map_index"]) == (task_id, map_index)
+            e["at"] for e in events if e["event"] == "raised" and (e["task_id"], e["map_index"]) == (task_id, map_index)
         )
         print(f"{task_id}[{map_index}]: alert received {received - raised:.3f} s after the exception")
         assert 0 < received - raised < 10

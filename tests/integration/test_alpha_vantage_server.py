@@ -42,9 +42,7 @@ def write_price_csvs(folder: Path) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     for symbol in SYMBOLS:
         frame = load_bokeh_prices(symbol).rename(columns={"trade_date": "date"})
-        frame[["date", "open", "high", "low", "close", "volume"]].to_csv(
-            folder / f"{symbol}.csv", index=False
-        )
+        frame[["date", "open", "high", "low", "close", "volume"]].to_csv(folder / f"{symbol}.csv", index=False)
     return folder
 
 
@@ -102,9 +100,7 @@ def requests_by_symbol(base_url: str) -> dict:
 def test_data_reply_is_parsed_exactly(start_server, tmp_path, clock):
     _server, base_url = start_server()
 
-    result = fetch(
-        "IBM", make_settings(base_url, tmp_path), clock, dates=(date(2013, 2, 28), date(2013, 3, 1))
-    )
+    result = fetch("IBM", make_settings(base_url, tmp_path), clock, dates=(date(2013, 2, 28), date(2013, 3, 1)))
 
     expected = pd.DataFrame(
         {
@@ -128,9 +124,7 @@ def test_compact_returns_the_latest_100_sessions(start_server, tmp_path, clock):
     _server, base_url = start_server()
     real = load_bokeh_prices("MSFT")
 
-    result = fetch(
-        "MSFT", make_settings(base_url, tmp_path), clock, dates=(date(2000, 1, 1), date(2013, 3, 1))
-    )
+    result = fetch("MSFT", make_settings(base_url, tmp_path), clock, dates=(date(2000, 1, 1), date(2013, 3, 1)))
 
     assert len(result.prices) == 100
     assert result.prices["trade_date"].tolist() == real["trade_date"].iloc[-100:].tolist()

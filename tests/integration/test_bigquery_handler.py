@@ -159,7 +159,8 @@ def test_a_rerun_with_unchanged_data_keeps_the_first_runs_audit_columns(warehous
 
     runs = query(
         warehouse,
-        f"SELECT run_id, COUNT(*) AS n FROM `{warehouse.table_id('fact_daily_prices')}` GROUP BY run_id ORDER BY run_id",
+        f"SELECT run_id, COUNT(*) AS n FROM `{warehouse.table_id('fact_daily_prices')}` "
+        "GROUP BY run_id ORDER BY run_id",
     )
     # Only the row whose close really changed takes the new run's id.
     assert as_records(runs) == [{"run_id": "run-1", "n": len(original) - 1}, {"run_id": "run-2", "n": 1}]

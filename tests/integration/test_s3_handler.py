@@ -198,17 +198,12 @@ def test_metadata_is_stored_without_the_api_key(s3, ibm_reply):
     }
     head = client.head_object(Bucket=bucket, Key=key)
     assert "FAKEKEY-123" not in json.dumps(head["Metadata"])
-    assert (
-        "FAKEKEY-123"
-        not in gzip.decompress(client.get_object(Bucket=bucket, Key=key)["Body"].read()).decode()
-    )
+    assert "FAKEKEY-123" not in gzip.decompress(client.get_object(Bucket=bucket, Key=key)["Body"].read()).decode()
 
 
 def test_a_secret_echoed_in_the_reply_is_redacted_before_landing(s3):
     client, bucket = s3
-    reply = {
-        "Error Message": "Invalid API call for https://www.alphavantage.co/query?symbol=IBM&apikey=FAKEKEY-123"
-    }
+    reply = {"Error Message": "Invalid API call for https://www.alphavantage.co/query?symbol=IBM&apikey=FAKEKEY-123"}
 
     key = land_raw_reply(
         client,
@@ -323,9 +318,7 @@ def test_processed_frame_round_trips_with_its_dtypes(s3, goog_prices):
     client, bucket = s3
     frame = validated_prices(goog_prices)
 
-    key = write_processed_frame(
-        client, bucket, frame, dataset="prices", ingest_date="2004-09-30", part="batch-001"
-    )
+    key = write_processed_frame(client, bucket, frame, dataset="prices", ingest_date="2004-09-30", part="batch-001")
 
     assert key == "processed/dataset=prices/ingest_date=2004-09-30/part-batch-001.parquet"
     back = read_processed_frame(client, bucket, key)
@@ -340,9 +333,7 @@ def test_processed_indicators_keep_their_warm_up_nans(s3, goog_prices):
     frame = goog_prices.head(10)[["symbol", "trade_date", "close"]].copy()
     frame["sma_5"] = frame["close"].rolling(5).mean()  # first 4 rows are NaN (warm-up)
 
-    key = write_processed_frame(
-        client, bucket, frame, dataset="indicators", ingest_date="2004-09-01", part="batch-002"
-    )
+    key = write_processed_frame(client, bucket, frame, dataset="indicators", ingest_date="2004-09-01", part="batch-002")
 
     back = read_processed_frame(client, bucket, key)
     assert_frame_equal(back, frame)
@@ -354,9 +345,7 @@ def test_list_processed_objects(s3, goog_prices):
     frame = validated_prices(goog_prices)
     for part in ("batch-002", "batch-001"):
         write_processed_frame(client, bucket, frame, dataset="prices", ingest_date="2004-09-30", part=part)
-    write_processed_frame(
-        client, bucket, frame, dataset="quarantine", ingest_date="2004-09-30", part="batch-001"
-    )
+    write_processed_frame(client, bucket, frame, dataset="quarantine", ingest_date="2004-09-30", part="batch-001")
 
     assert list_processed_objects(client, bucket, "prices", "2004-09-30") == [
         "processed/dataset=prices/ingest_date=2004-09-30/part-batch-001.parquet",

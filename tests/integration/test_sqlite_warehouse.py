@@ -41,9 +41,7 @@ def prices_2012(real_prices_4_symbols) -> pd.DataFrame:
         real_prices_4_symbols["symbol"].isin(["AAPL", "IBM", "MSFT"])
         & real_prices_4_symbols["trade_date"].between("2012-01-01", "2012-12-31")
     ]
-    return frame.assign(source="file", quality_flags="", loaded_at=LOADED_AT, run_id="run-1").reset_index(
-        drop=True
-    )
+    return frame.assign(source="file", quality_flags="", loaded_at=LOADED_AT, run_id="run-1").reset_index(drop=True)
 
 
 def indicators_for(prices: pd.DataFrame) -> pd.DataFrame:
@@ -178,9 +176,7 @@ def test_loading_the_same_frames_three_times_changes_nothing(conn, prices_2012):
         "fact_technical_indicators": indicators_for(prices_2012),
         "quarantine_prices": quarantine,
         "dim_date": build_dim_date("2012-01-01", "2012-12-31"),
-        "pipeline_runs": pd.DataFrame(
-            [{"run_id": "run-1", "status": "success", "rows_loaded": len(prices_2012)}]
-        ),
+        "pipeline_runs": pd.DataFrame([{"run_id": "run-1", "status": "success", "rows_loaded": len(prices_2012)}]),
     }
     expected_counts = {name: len(frame) for name, frame in frames.items()}
 
@@ -204,9 +200,7 @@ def test_a_changed_value_replaces_the_stored_one(conn, prices_2012):
 
     assert count_rows(conn, "fact_daily_prices") == len(prices_2012)
     stored = wh.read_prices(conn, ["AAPL", "IBM", "MSFT"], "2012-01-01", "2012-12-31")
-    assert_frame_equal(
-        stored, corrected[wh.PRICE_COLUMNS].sort_values(["symbol", "trade_date"], ignore_index=True)
-    )
+    assert_frame_equal(stored, corrected[wh.PRICE_COLUMNS].sort_values(["symbol", "trade_date"], ignore_index=True))
 
 
 def test_a_rerun_with_unchanged_data_keeps_the_first_runs_audit_columns(conn, prices_2012):
@@ -222,7 +216,9 @@ def test_a_rerun_with_unchanged_data_keeps_the_first_runs_audit_columns(conn, pr
     # Only the row whose close really changed takes the new run's id and time.
     assert audit.to_dict("records") == [{"run_id": "run-1", "n": len(prices_2012) - 1}, {"run_id": "run-2", "n": 1}]
     row = wh.query(
-        conn, "SELECT close, loaded_at FROM fact_daily_prices WHERE symbol = ? AND trade_date = ?", ("IBM", "2012-06-01")
+        conn,
+        "SELECT close, loaded_at FROM fact_daily_prices WHERE symbol = ? AND trade_date = ?",
+        ("IBM", "2012-06-01"),
     )
     assert row.to_dict("records") == [{"close": 190.0, "loaded_at": "2024-02-01T00:00:00+00:00"}]
     wh.load_batch(conn, {"fact_daily_prices": prices_2012})
@@ -231,9 +227,7 @@ def test_a_rerun_with_unchanged_data_keeps_the_first_runs_audit_columns(conn, pr
 
 def test_columns_missing_from_a_frame_are_null_when_new_and_kept_when_stored(conn, prices_2012):
     wh.load_batch(conn, {"fact_daily_prices": prices_2012.head(2)})
-    update = pd.DataFrame(
-        {"symbol": ["AAPL", "AAPL"], "trade_date": ["2012-01-03", "2099-01-02"], "close": [1.5, 2.5]}
-    )
+    update = pd.DataFrame({"symbol": ["AAPL", "AAPL"], "trade_date": ["2012-01-03", "2099-01-02"], "close": [1.5, 2.5]})
 
     wh.load_batch(conn, {"fact_daily_prices": update})
 
@@ -258,9 +252,7 @@ def test_pandas_values_are_converted_to_sqlite_values(conn):
             "close": pd.array([2.5, None], dtype="Float64"),
             "volume": [1000.0, float("nan")],  # yfinance gives float volumes
             "source": ["yahoo", None],
-            "loaded_at": pd.to_datetime(["2024-07-01 16:00", "2024-07-02 16:00"]).tz_localize(
-                "America/New_York"
-            ),
+            "loaded_at": pd.to_datetime(["2024-07-01 16:00", "2024-07-02 16:00"]).tz_localize("America/New_York"),
         }
     )
     days = build_dim_date("2024-07-03", "2024-07-04")
@@ -383,10 +375,7 @@ def test_history_tail_query_walks_the_primary_key_index(conn, real_prices_4_symb
     # 11,958 real sessions; the plan must be an index search, never a scan or a sort.
     wh.load_batch(conn, {"fact_daily_prices": real_prices_4_symbols})
     conn.execute("ANALYZE")  # with statistics the planner could pick another index; it must not
-    plan = [
-        row[3]
-        for row in conn.execute("EXPLAIN QUERY PLAN " + wh.HISTORY_TAIL_SQL, ("AAPL", "2012-01-01", 250))
-    ]
+    plan = [row[3] for row in conn.execute("EXPLAIN QUERY PLAN " + wh.HISTORY_TAIL_SQL, ("AAPL", "2012-01-01", 250))]
     # The fact tables are WITHOUT ROWID: the primary key is the table's own B-tree.
     assert plan == [
         "SEARCH p USING PRIMARY KEY (symbol=? AND trade_date<?)",
@@ -412,9 +401,7 @@ def test_read_prices_is_inclusive_and_keeps_source_and_flags(conn, prices_2012):
 
 def test_query_takes_parameters(conn, prices_2012):
     wh.load_batch(conn, {"fact_daily_prices": prices_2012})
-    result = wh.query(
-        conn, "SELECT COUNT(*) AS n FROM fact_daily_prices WHERE symbol = :symbol", {"symbol": "IBM"}
-    )
+    result = wh.query(conn, "SELECT COUNT(*) AS n FROM fact_daily_prices WHERE symbol = :symbol", {"symbol": "IBM"})
     assert result["n"].tolist() == [250]
 
 
@@ -576,9 +563,7 @@ def test_record_run_round_trip(conn):
 
 def test_refresh_dim_symbol_keeps_known_details(conn, prices_2012):
     wh.load_batch(conn, {"fact_daily_prices": prices_2012[prices_2012["symbol"].isin(["AAPL", "IBM"])]})
-    wh.load_batch(
-        conn, {"dim_symbol": pd.DataFrame([{"symbol": "AAPL", "name": "Apple Inc.", "exchange": "NASDAQ"}])}
-    )
+    wh.load_batch(conn, {"dim_symbol": pd.DataFrame([{"symbol": "AAPL", "name": "Apple Inc.", "exchange": "NASDAQ"}])})
 
     wh.refresh_dim_symbol(conn, ["AAPL", "IBM", "NODATA"], {"AAPL": "yahoo", "IBM": "alpha_vantage"})
     wh.refresh_dim_symbol(conn, ["IBM"])  # no source given: the stored one stays
@@ -618,9 +603,7 @@ def one_row(symbol: str, close: float) -> pd.DataFrame:
 
 def test_a_second_writer_waits_for_the_first_then_succeeds(conn, db_path):
     conn.execute("BEGIN IMMEDIATE")  # the first writer holds the write lock...
-    conn.execute(
-        "INSERT INTO fact_daily_prices (symbol, trade_date, close) VALUES ('FIRST', '2024-07-01', 1.0)"
-    )
+    conn.execute("INSERT INTO fact_daily_prices (symbol, trade_date, close) VALUES ('FIRST', '2024-07-01', 1.0)")
     outcome = {}
 
     def second_writer():
@@ -702,8 +685,6 @@ def test_two_processes_upserting_the_same_rows_leave_no_duplicates(db_path, pric
         assert len(winners) == 1
         winner = frames[0] if winners[0][0] == "writer-a" else frames[1]
         stored = wh.read_prices(check, ["AAPL", "IBM", "MSFT"], "2012-01-01", "2012-12-31")
-        assert_frame_equal(
-            stored, winner[wh.PRICE_COLUMNS].sort_values(["symbol", "trade_date"], ignore_index=True)
-        )
+        assert_frame_equal(stored, winner[wh.PRICE_COLUMNS].sort_values(["symbol", "trade_date"], ignore_index=True))
     finally:
         check.close()

@@ -289,9 +289,7 @@ def test_data_quality_alert_is_not_sent_when_every_check_passed(tmp_path, caplog
     sent = send_data_quality_alert(settings, CHECKS[:1], run_id=RUN_ID, logical_date="2024-03-15")
 
     assert sent is False
-    assert [r.getMessage() for r in caplog.records] == [
-        f"Data quality: all 1 checks passed (run {RUN_ID}); no alert"
-    ]
+    assert [r.getMessage() for r in caplog.records] == [f"Data quality: all 1 checks passed (run {RUN_ID}); no alert"]
 
 
 @pytest.mark.parametrize("count", [21, 25])
@@ -301,7 +299,4 @@ def test_data_quality_message_caps_the_number_of_checks_shown(count):
     _, blocks = build_data_quality_message(checks, run_id=RUN_ID, logical_date=None)
 
     assert len(blocks) == 2 + 20 + 1
-    assert (
-        blocks[-1]["elements"][0]["text"]
-        == f"{count - 20} more failed checks are in the log. No check passed."
-    )
+    assert blocks[-1]["elements"][0]["text"] == f"{count - 20} more failed checks are in the log. No check passed."

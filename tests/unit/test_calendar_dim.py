@@ -17,9 +17,7 @@ COLUMNS = DIM_DATE.column_names
 def expected_frame(rows: list[tuple]) -> pd.DataFrame:
     frame = pd.DataFrame(rows, columns=COLUMNS)
     int_columns = ["year", "quarter", "month", "day", "day_of_week", "week_of_year"]
-    return frame.astype(
-        {**dict.fromkeys(int_columns, "int64"), "is_trading_day": bool, "is_early_close": bool}
-    )
+    return frame.astype({**dict.fromkeys(int_columns, "int64"), "is_trading_day": bool, "is_early_close": bool})
 
 
 def test_independence_day_week_2024():

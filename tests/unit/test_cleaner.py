@@ -226,9 +226,7 @@ def test_missing_sessions_count_only_inside_each_symbols_own_range():
 def test_no_missing_sessions_gives_an_empty_frame():
     missing = find_missing_sessions(goog("2012-07-02", "2012-07-12"))
 
-    assert_frame_equal(
-        missing, pd.DataFrame({"symbol": pd.Series(dtype=str), "trade_date": pd.Series(dtype=str)})
-    )
+    assert_frame_equal(missing, pd.DataFrame({"symbol": pd.Series(dtype=str), "trade_date": pd.Series(dtype=str)}))
 
 
 def test_hurricane_sandy_closure_is_not_a_gap():

@@ -107,10 +107,7 @@ def test_values_are_converted_to_their_types(clean_env):
     ],
 )
 def test_booleans(clean_env, raw, expected):
-    assert (
-        load_settings(env_file=clean_env, overrides={"ALPHA_VANTAGE_PREMIUM": raw}).alpha_vantage_premium
-        is expected
-    )
+    assert load_settings(env_file=clean_env, overrides={"ALPHA_VANTAGE_PREMIUM": raw}).alpha_vantage_premium is expected
 
 
 # --- bad values ----------------------------------------------------------------------------------
@@ -185,9 +182,7 @@ def test_require_alpha_vantage_key(clean_env):
 
 
 def test_secrets_are_listed_and_hidden_from_repr():
-    settings = Settings(
-        alpha_vantage_api_key="abc123", slack_webhook_url="https://hooks.slack.com/services/T/B/x"
-    )
+    settings = Settings(alpha_vantage_api_key="abc123", slack_webhook_url="https://hooks.slack.com/services/T/B/x")
 
     # The webhook path is a secret on its own too (requests prints it apart from the host).
     assert settings.secrets() == ["abc123", "https://hooks.slack.com/services/T/B/x", "/services/T/B/x"]
@@ -223,9 +218,7 @@ def test_redact(text, secrets, expected):
 def test_redacting_filter_cleans_records_with_arguments(caplog):
     caplog.handler.addFilter(RedactingFilter(["abc123"]))
     # urllib3 logs request lines like this at DEBUG; the filter cleans them on every handler.
-    logging.getLogger("urllib3.connectionpool").warning(
-        '"GET /query?symbol=IBM&apikey=%s HTTP/1.1" 200', "abc123"
-    )
+    logging.getLogger("urllib3.connectionpool").warning('"GET /query?symbol=IBM&apikey=%s HTTP/1.1" 200', "abc123")
 
     assert "abc123" not in caplog.text
     assert "apikey=***" in caplog.text

@@ -137,9 +137,7 @@ def test_a_row_with_several_problems_lists_them_all_in_column_order():
     expected_reason = "invalid_date;non_numeric:open;negative_volume;missing_value:source"
     assert_frame_equal(
         rejected[["symbol", "trade_date", "source", "reason"]],
-        pd.DataFrame(
-            {"symbol": ["GOOG"], "trade_date": ["20/08/2004"], "source": [""], "reason": [expected_reason]}
-        ),
+        pd.DataFrame({"symbol": ["GOOG"], "trade_date": ["20/08/2004"], "source": [""], "reason": [expected_reason]}),
     )
 
 
@@ -339,9 +337,7 @@ def test_a_4_for_1_split_is_flagged_large_move_and_kept():
     prices = load_goog_prices()
     after = prices["trade_date"] >= "2010-07-01"
     split = prices.copy()
-    split.loc[after, ["open", "high", "low", "close"]] = (
-        split.loc[after, ["open", "high", "low", "close"]] / 4
-    )
+    split.loc[after, ["open", "high", "low", "close"]] = split.loc[after, ["open", "high", "low", "close"]] / 4
     split.loc[after, "volume"] = split.loc[after, "volume"] * 4
     split["source"] = "file"
 
@@ -401,9 +397,7 @@ def test_real_prices_of_4_symbols_flag_the_real_splits_and_crash(real_prices_4_s
 
     assert rejected.empty
     assert len(valid) == len(real_prices_4_symbols)
-    assert valid.loc[
-        valid["quality_flags"] != "", ["symbol", "trade_date", "quality_flags"]
-    ].values.tolist() == [
+    assert valid.loc[valid["quality_flags"] != "", ["symbol", "trade_date", "quality_flags"]].values.tolist() == [
         ["AAPL", "2000-06-21", "large_move"],
         ["AAPL", "2000-09-29", "large_move"],
         ["AAPL", "2005-02-28", "large_move"],

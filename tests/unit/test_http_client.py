@@ -193,10 +193,7 @@ def test_secret_values_are_redacted_even_outside_query_parameters(api, sleeps):
     with pytest.raises(HttpRequestError) as caught:
         call(sleeps, max_tries=1, secrets=[SECRET])
 
-    assert (
-        str(caught.value)
-        == "GET: all 1 tries failed; last error: ConnectionError: failed for token *** at host"
-    )
+    assert str(caught.value) == "GET: all 1 tries failed; last error: ConnectionError: failed for token *** at host"
 
 
 def test_real_connection_refused_is_retried_and_redacted(sleeps, caplog):

@@ -33,9 +33,7 @@ def test_same_inputs_give_the_same_key_so_reruns_overwrite():
     assert raw_object_key("yahoo", "msft", "2024-01-02") == raw_object_key("yahoo", "MSFT", date(2024, 1, 2))
 
 
-@pytest.mark.parametrize(
-    "symbol", ["../x", "A;DROP", "A;DROP TABLE prices", "AAPL/../../etc", "", "ÄPPLE", "AA PL"]
-)
+@pytest.mark.parametrize("symbol", ["../x", "A;DROP", "A;DROP TABLE prices", "AAPL/../../etc", "", "ÄPPLE", "AA PL"])
 def test_raw_key_refuses_unsafe_symbols(symbol):
     with pytest.raises(InvalidSymbolInputError):
         raw_object_key("yahoo", symbol, "2024-01-02")

@@ -151,9 +151,7 @@ def test_first_source_that_succeeds_wins(apis, settings):
 
 
 def test_sources_are_tried_in_the_order_given(apis, settings):
-    result = fetch_symbol(
-        "IBM", START, END, settings, sources=["yahoo", "alpha_vantage"], session=requests.Session()
-    )
+    result = fetch_symbol("IBM", START, END, settings, sources=["yahoo", "alpha_vantage"], session=requests.Session())
 
     assert result.source == "yahoo"
     pd.testing.assert_frame_equal(result.prices, expected_prices("IBM", FIRST, LAST, "yahoo"))
@@ -175,9 +173,7 @@ def test_alpha_vantage_refusal_falls_back_to_yahoo(apis, settings, caplog, reply
     pd.testing.assert_frame_equal(result.prices, expected_prices("IBM", FIRST, LAST, "yahoo"))
     assert apis.alpha.calls == ["IBM"]  # never retried
     [record] = [record for record in caplog.records if record.name == "src.ingestion.sources"]
-    assert record.getMessage().startswith(
-        f"IBM {FIRST}..{LAST}: source alpha_vantage failed: {reason_start}: "
-    )
+    assert record.getMessage().startswith(f"IBM {FIRST}..{LAST}: source alpha_vantage failed: {reason_start}: ")
 
 
 def test_quota_exhaustion_moves_the_rest_of_the_batch_to_yahoo(apis, settings):
@@ -243,9 +239,7 @@ def test_symbol_that_every_source_fails_is_reported_while_the_others_succeed(api
         ("IBM", "alpha_vantage"),
     ]
     assert list(failures) == ["MSFT"]
-    assert failures["MSFT"].startswith(
-        "every source failed (alpha_vantage: alpha_vantage MSFT: all 3 tries failed"
-    )
+    assert failures["MSFT"].startswith("every source failed (alpha_vantage: alpha_vantage MSFT: all 3 tries failed")
     assert "; yahoo: " in failures["MSFT"]
 
 
@@ -267,9 +261,7 @@ def test_all_sources_failed_error_lists_each_source_reason(apis, settings):
 def test_file_source_serves_real_rows_and_falls_back_when_a_file_is_missing(apis, settings):
     settings.file_source_dir.mkdir()
     ibm = load_bokeh_prices("IBM").rename(columns={"trade_date": "date"})
-    ibm[["date", "open", "high", "low", "close", "volume"]].to_csv(
-        settings.file_source_dir / "IBM.csv", index=False
-    )
+    ibm[["date", "open", "high", "low", "close", "volume"]].to_csv(settings.file_source_dir / "IBM.csv", index=False)
 
     results, failures = run_batch(["IBM", "MSFT"], settings, sources=["file", "yahoo"])
 
