@@ -113,6 +113,8 @@ REVIEWED_SQL_INTERPOLATIONS = {
     "', '.join(table.primary_key)",
     "', '.join(updates)",
     "BIGQUERY_TYPES[column.type]",
+    "CACHE_SIZE_KIB",  # an int constant in sqlite_warehouse.py (PRAGMA cache_size)
+    "options",  # "" or " WITHOUT ROWID", chosen from the constant WITHOUT_ROWID_TABLES
     "_column_sql(table, column.name)",
     "action",
     "body",
