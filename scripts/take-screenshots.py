@@ -34,20 +34,12 @@ from urllib.parse import quote
 import requests
 from playwright.sync_api import Page, expect, sync_playwright
 
+from src.local_stack.browser import launch_chromium
+
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 SCREENSHOTS = PROJECT_ROOT / "docs" / "screenshots"
 WORK_DIR = PROJECT_ROOT / ".local" / "screenshots"
 DAG_ID = "daily_etl_pipeline"
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--no-first-run",
-    "--disable-component-update",
-    "--disable-sync",
-]
 VIEWPORT = {"width": 1400, "height": 860}
 # The analytics shown in the terminal picture.
 ANALYTICS_COMMANDS = [["--list"], ["top_movers", "--limit", "5"], ["volatility_30d", "--limit", "5"]]
@@ -208,7 +200,7 @@ def main(argv: list[str] | None = None) -> int:
     alerts = alerts_page(Path(args.alerts_log))
 
     with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
+        browser = launch_chromium(playwright)
         try:
             page = browser.new_page(viewport=VIEWPORT)
             shoot_airflow(page, args.airflow_url, runs)

@@ -23,21 +23,12 @@ from urllib.parse import quote
 import pytest
 import requests
 
+from src.local_stack.browser import CHROMIUM, launch_chromium
 from tests.fixtures.airflow_env import PROJECT_ROOT
 from tests.fixtures.moto_server import free_local_port
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(900)]
 
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--no-first-run",
-    "--disable-component-update",
-    "--disable-sync",
-]
 RUN_LOCAL = PROJECT_ROOT / "scripts" / "run-local.sh"
 SCREENSHOTS = PROJECT_ROOT / "docs" / "screenshots"
 DAG_ID = "daily_etl_pipeline"
@@ -122,7 +113,7 @@ def test_trigger_from_the_ui_runs_the_pipeline(local_stack):
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
 
     with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        browser = launch_chromium(playwright)
         try:
             page = browser.new_page(viewport={"width": 1400, "height": 900})
             page.goto(f"{ui}/dags/{DAG_ID}", timeout=60_000)

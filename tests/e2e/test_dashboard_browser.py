@@ -22,6 +22,7 @@ import pandas as pd
 import pytest
 
 from src.config import PROJECT_ROOT, Settings, load_settings
+from src.local_stack.browser import CHROMIUM, launch_chromium
 from src.local_stack.synthetic_data import synthetic_prices
 from src.monitoring.dashboard import SYNTHETIC_LABEL, build_dashboard
 from src.monitoring.health_checks import recent_sessions, sessions_between
@@ -31,16 +32,6 @@ from src.transformation.transform import transform_prices
 
 pytestmark = pytest.mark.e2e
 
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--no-first-run",
-    "--disable-component-update",
-    "--disable-sync",
-]
 SCREENSHOT = PROJECT_ROOT / "docs" / "screenshots" / "dashboard.png"
 NEW_YORK = ZoneInfo("America/New_York")
 SYMBOLS = ["AAPL", "GOOG", "IBM", "MSFT"]
@@ -142,7 +133,7 @@ def browser():
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as playwright:
-        chromium = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS, headless=True)
+        chromium = launch_chromium(playwright)
         yield chromium
         chromium.close()
 

@@ -19,19 +19,10 @@ from urllib.parse import unquote, urlsplit
 import pytest
 
 from src.config import PROJECT_ROOT
+from src.local_stack.browser import CHROMIUM, launch_chromium
 
 pytestmark = pytest.mark.e2e
 
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--no-first-run",
-    "--disable-component-update",
-    "--disable-sync",
-]
 PORTFOLIO = PROJECT_ROOT / "portfolio"
 SCREENSHOTS = PROJECT_ROOT / "docs" / "screenshots"
 WIDTHS = {"desktop": {"width": 1280, "height": 800}, "phone": {"width": 390, "height": 844}}
@@ -71,7 +62,7 @@ def test_portfolio_page_renders_offline_without_errors(site_url, device):
     problems: list[str] = []
     outside_requests: list[str] = []
     with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
+        browser = launch_chromium(playwright)
         try:
             page = browser.new_page(viewport=WIDTHS[device])
             page.on("console", lambda message: problems.append(message.text) if message.type == "error" else None)
