@@ -255,9 +255,11 @@ def require_alpha_vantage_key(settings: Settings) -> str:
     return settings.alpha_vantage_api_key
 
 
-# Query-string parameters whose values are secret wherever they appear (e.g. in the URL that
-# requests puts into its exception messages).
-_SECRET_QUERY_PARAM = re.compile(r"(?i)\b(apikey|api_key|token|key)=([^&\s'\"]+)")
+# Request parameters whose values are secret (compared case-insensitively): redacted wherever
+# they appear (e.g. in the URL requests puts into its exception messages) and dropped before
+# request parameters are stored as S3 object metadata.
+SECRET_PARAM_NAMES = ("apikey", "api_key", "token", "key")
+_SECRET_QUERY_PARAM = re.compile(rf"(?i)\b({'|'.join(SECRET_PARAM_NAMES)})=([^&\s'\"]+)")
 # Slack webhook paths are secret too: the path *is* the credential.
 _SLACK_WEBHOOK = re.compile(r"https://hooks\.slack\.com/services/[A-Za-z0-9/_-]+")
 # requests' connection errors print the host and the path apart ("host='hooks.slack.com' ...

@@ -45,7 +45,7 @@ from botocore.config import Config
 from botocore.exceptions import ClientError, HTTPClientError, NoCredentialsError
 from botocore.exceptions import ConnectionError as BotoConnectionError
 
-from src.config import VALID_SOURCES, Settings, redact
+from src.config import SECRET_PARAM_NAMES, VALID_SOURCES, Settings, redact
 from src.ingestion.symbols import normalize_symbol
 
 logger = logging.getLogger(__name__)
@@ -55,9 +55,6 @@ PROCESSED_PREFIX = "processed/"
 DEFAULT_RAW_FILENAME = "daily.json.gz"
 PROCESSED_DATASETS = ("prices", "indicators", "quarantine")
 
-# Request parameters with these names are credentials: they are dropped before the
-# parameters are stored as object metadata (compared case-insensitively).
-SECRET_PARAM_NAMES = ("apikey", "api_key", "token", "key")
 
 # Safe names: letters, digits, '_', '.', '-' only, so a value can never add a folder ('/')
 # or climb out of one ('..').
