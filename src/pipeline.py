@@ -19,11 +19,12 @@ import sys
 import time
 import uuid
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime
+from datetime import date
 
 import pandas as pd
 
 from src.config import ConfigurationError, Settings, configure_logging, load_settings, redact, require_alpha_vantage_key
+from src.ingestion.fetch_result import utc_now_iso
 from src.ingestion.symbols import InvalidSymbolInputError, normalize_symbols
 
 logger = logging.getLogger(__name__)
@@ -74,11 +75,6 @@ class RunSummary:
             "duration_seconds": round(self.elapsed_seconds, 3),
             "error": self.error or None,
         }
-
-
-def utc_now_iso() -> str:
-    """The current time in UTC as ISO-8601 text (used for audit columns only, never for data choices)."""
-    return datetime.now(UTC).isoformat(timespec="seconds")
 
 
 def process_batch(

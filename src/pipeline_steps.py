@@ -368,7 +368,7 @@ def load_batch(processed_keys: dict, run_id: str, settings: Settings) -> dict:
     Returns:
         {"rows_loaded": n, "rows_quarantined": n, "rows_by_source": {...}, "symbols_loaded": [...]}
     """
-    from src.pipeline import utc_now_iso
+    from src.ingestion.fetch_result import utc_now_iso
     from src.storage.loader import load_clean_prices
     from src.storage.s3_handler import get_s3_client, read_processed_frame
     from src.storage.warehouse import open_warehouse
@@ -399,7 +399,8 @@ def load_batch(processed_keys: dict, run_id: str, settings: Settings) -> dict:
 
 def start_run(run_id: str, logical_date: str, symbols: list[str], settings: Settings) -> str:
     """Record a `running` row in pipeline_runs; returns the start time (ISO UTC)."""
-    from src.pipeline import RunSummary, utc_now_iso
+    from src.ingestion.fetch_result import utc_now_iso
+    from src.pipeline import RunSummary
     from src.storage.warehouse import open_warehouse
 
     summary = RunSummary(run_id=run_id, logical_date=logical_date, symbols_requested=symbols, started_at=utc_now_iso())
@@ -446,9 +447,10 @@ def finish_run(
     """
     from datetime import datetime
 
+    from src.ingestion.fetch_result import utc_now_iso
     from src.monitoring.health_checks import check_freshness
     from src.monitoring.metrics import publish_run_metrics
-    from src.pipeline import RunSummary, utc_now_iso
+    from src.pipeline import RunSummary
     from src.storage.calendar_dim import latest_completed_session
     from src.storage.warehouse import open_warehouse
 

@@ -40,7 +40,11 @@ class FetchResult:
 
 
 def utc_now_iso() -> str:
-    """Return the current time as an ISO 8601 UTC string (seconds precision), for `fetched_at`."""
+    """Return the current time as an ISO 8601 UTC string (seconds precision).
+
+    Used for `fetched_at` and the audit columns (`loaded_at`, run start/end), never to decide
+    which data to fetch: that is keyed on the run's logical date.
+    """
     return datetime.now(UTC).isoformat(timespec="seconds")
 
 
