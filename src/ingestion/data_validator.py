@@ -28,6 +28,8 @@ from zoneinfo import ZoneInfo
 import exchange_calendars
 import numpy as np
 import pandas as pd
+import pyarrow
+import pyarrow.compute
 
 from src.ingestion.symbols import SYMBOL_PATTERN
 from src.storage.calendar_dim import nyse_calendar
@@ -155,10 +157,26 @@ def _parse_numbers(values: pd.Series) -> tuple[pd.Series, pd.Series, pd.Series]:
     if pd.api.types.is_numeric_dtype(values) and not pd.api.types.is_bool_dtype(values):
         numbers = values.astype("float64")
     else:
-        numbers = pd.to_numeric(values.astype(str).str.strip(), errors="coerce").astype("float64")
+        numbers = _text_to_float(values.astype(str).str.strip())
     non_numeric = ~missing & ~np.isfinite(numbers)
     numbers = numbers.where(~missing & ~non_numeric)
     return numbers, missing, non_numeric
+
+
+def _text_to_float(text: pd.Series) -> pd.Series:
+    """Parse a column of number strings to float64; NaN where a cell is not a number.
+
+    pyarrow's cast parses the whole column in C++, several times faster than pd.to_numeric
+    (it matters on a backfill of millions of rows). It refuses the whole column when any cell
+    is not a number, and then pd.to_numeric sorts the cells out one by one. Both read the
+    same strings the same way; they differ only on spellings of nan/inf, which count as
+    non-numeric either way.
+    """
+    try:
+        parsed = pyarrow.compute.cast(pyarrow.array(text), pyarrow.float64())
+    except pyarrow.ArrowInvalid:
+        return pd.to_numeric(text, errors="coerce").astype("float64")
+    return pd.Series(parsed.to_numpy(zero_copy_only=False), index=text.index, dtype="float64")
 
 
 def _invalid_symbols(symbols: pd.Series) -> pd.Series:

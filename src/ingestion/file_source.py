@@ -24,11 +24,13 @@ Example:
 
 from __future__ import annotations
 
+import io
 import logging
 from datetime import date
 from pathlib import Path
 
 import pandas as pd
+import pyarrow
 
 from src.ingestion.alpha_vantage import NoDataError, SourceError
 from src.ingestion.fetch_result import PRICE_FRAME_COLUMNS, FetchResult, utc_now_iso
@@ -62,15 +64,15 @@ def price_file_path(symbol: str, data_dir: Path) -> Path:
     return Path(data_dir) / f"{normalize_symbol(symbol)}.csv"
 
 
-def read_price_file(path: Path) -> pd.DataFrame:
+def read_price_file(path: Path) -> tuple[str, pd.DataFrame]:
     """Read one price CSV as text and check its columns.
 
     Args:
         path: the CSV file.
 
     Returns:
-        The rows with the columns date, open, high, low, close, volume; every value is the
-        cell's text ("" for an empty cell).
+        (text, frame): the file's text as it is, and its rows with the columns date, open,
+        high, low, close, volume, where every value is the cell's text ("" for an empty cell).
 
     Raises:
         NoDataError: the file does not exist.
@@ -78,19 +80,36 @@ def read_price_file(path: Path) -> pd.DataFrame:
             are compared after trimming spaces and lower-casing, so "Date, Open" is fine).
     """
     try:
-        # Every cell stays the exact text of the file: no number parsing, and no NA guessing
-        # (pandas would turn "n/a", "NA" or "null" into NaN). Empty cells stay "".
-        frame = pd.read_csv(path, dtype=str, keep_default_na=False, encoding="utf-8")
+        text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise NoDataError(f"no price file {path}", source=SOURCE_NAME) from None
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
+    except UnicodeDecodeError as exc:
         raise FileFormatError(f"{path} is not a readable CSV file: {exc}", source=SOURCE_NAME) from exc
+    return text, parse_price_csv(text, str(path))
+
+
+def parse_price_csv(text: str, name: str) -> pd.DataFrame:
+    """Parse the text of one price CSV (see `read_price_file`); `name` is used in error messages.
+
+    Raises:
+        FileFormatError: not a CSV, or not exactly the expected columns.
+    """
+    if not text.strip():
+        raise FileFormatError(f"{name} is not a readable CSV file: it is empty", source=SOURCE_NAME)
+    try:
+        # Every cell stays the exact text of the file: no number parsing, and no NA guessing
+        # (pandas would turn "n/a", "NA" or "null" into NaN). Empty cells stay "".
+        # engine="pyarrow" parses the same way as pandas' default engine, about twice as fast,
+        # which matters when a backfill reads thousands of 20-year files.
+        frame = pd.read_csv(io.StringIO(text), dtype=str, keep_default_na=False, engine="pyarrow")
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, pyarrow.ArrowInvalid) as exc:
+        raise FileFormatError(f"{name} is not a readable CSV file: {exc}", source=SOURCE_NAME) from exc
     frame.columns = [str(column).strip().lower() for column in frame.columns]
     missing = [column for column in FILE_COLUMNS if column not in frame.columns]
     extra = [column for column in frame.columns if column not in FILE_COLUMNS]
     if missing or extra:
         raise FileFormatError(
-            f"{path} has the wrong columns (missing: {', '.join(missing) or 'none'}; "
+            f"{name} has the wrong columns (missing: {', '.join(missing) or 'none'}; "
             f"unexpected: {', '.join(extra) or 'none'}); expected exactly {','.join(FILE_COLUMNS)}",
             source=SOURCE_NAME,
         )
@@ -110,7 +129,8 @@ def fetch_file_prices(symbol: str, start: date, end: date, data_dir: Path) -> Fe
         A FetchResult with source "file". `prices` holds the rows from start to end, oldest
         first, values as the strings in the file; its source column says "synthetic" when
         the folder holds the SYNTHETIC.txt note. `raw_payload` is the CSV text of the selected
-        rows (header included), so it stays as small as the date range.
+        rows (header included), so it stays as small as the date range; when every row of
+        the file is selected it is the file's own text.
 
     Raises:
         InvalidSymbolInputError: the symbol is not a valid ticker (no file was opened).
@@ -124,7 +144,7 @@ def fetch_file_prices(symbol: str, start: date, end: date, data_dir: Path) -> Fe
     wanted = f"{symbol} {start}..{end}"
 
     try:
-        frame = read_price_file(path)
+        file_text, frame = read_price_file(path)
     except SourceError as exc:
         exc.symbol = symbol
         logger.warning("%s %s: %s", SOURCE_NAME, wanted, exc.reason)
@@ -152,6 +172,10 @@ def fetch_file_prices(symbol: str, start: date, end: date, data_dir: Path) -> Fe
         logger.warning("%s %s: %s", SOURCE_NAME, wanted, reason)
         raise NoDataError(reason, symbol=symbol, source=SOURCE_NAME)
 
+    # The raw reply is the CSV text of the selected rows. When every row is selected (a
+    # backfill) that is the file itself, so there is nothing to re-serialise.
+    raw_text = file_text if len(selected) == len(frame) else selected.to_csv(index=False)
+
     synthetic = (Path(data_dir) / SYNTHETIC_NOTE_FILE).is_file()
     prices = selected.rename(columns={"date": "trade_date"}).reset_index(drop=True)
     prices.insert(0, "symbol", symbol)
@@ -172,7 +196,7 @@ def fetch_file_prices(symbol: str, start: date, end: date, data_dir: Path) -> Fe
         symbol=symbol,
         source=SOURCE_NAME,
         prices=prices,
-        raw_payload=selected.to_csv(index=False),
+        raw_payload=raw_text,
         request_params={"file": path.name, "start": start.isoformat(), "end": end.isoformat()},
         fetched_at=fetched_at,
     )

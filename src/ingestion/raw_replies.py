@@ -15,8 +15,6 @@ the transform keeps exactly the rows the extract step selected.
 
 from __future__ import annotations
 
-import io
-
 import pandas as pd
 
 from src.ingestion.fetch_result import PRICE_FRAME_COLUMNS, select_range
@@ -37,7 +35,9 @@ def _parse_yahoo(payload: dict, symbol: str) -> pd.DataFrame:
 
 
 def _parse_file_csv(text: str, symbol: str, synthetic: bool) -> pd.DataFrame:
-    frame = pd.read_csv(io.StringIO(text), dtype=str, keep_default_na=False)
+    from src.ingestion.file_source import parse_price_csv
+
+    frame = parse_price_csv(text, f"the raw file reply for {symbol}")
     frame = frame.rename(columns={"date": "trade_date"})
     frame.insert(0, "symbol", symbol)
     frame["source"] = "synthetic" if synthetic else "file"

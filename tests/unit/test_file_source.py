@@ -10,6 +10,7 @@ import pytest
 
 from src.ingestion.alpha_vantage import NoDataError
 from src.ingestion.file_source import FileFormatError, fetch_file_prices, price_file_path
+from src.ingestion.raw_replies import prices_from_raw_reply
 from src.ingestion.symbols import InvalidSymbolInputError
 from src.local_stack.synthetic_data import SYNTHETIC_NOTE_FILE
 from tests.fixtures.market_data import load_bokeh_prices
@@ -61,6 +62,26 @@ def test_raw_payload_is_the_csv_text_of_the_selected_rows_only(tmp_path, ibm_pri
 
     assert result.raw_payload == "\n".join([lines[0], *selected]) + "\n"
     assert len(selected) == 3
+
+
+def test_raw_payload_is_the_file_itself_when_every_row_is_selected(tmp_path, ibm_prices):
+    # A backfill selects the whole file: the raw reply is the file's own text, byte for byte
+    # (headers in any case included), and it parses back to the same rows.
+    text = write_price_csv(tmp_path, "IBM", ibm_prices).replace("date,open", "Date,Open", 1)
+    (tmp_path / "IBM.csv").write_text(text)
+
+    result = fetch_file_prices("IBM", date(2000, 1, 1), date(2030, 1, 1), tmp_path)
+
+    assert result.raw_payload == text
+    reparsed = prices_from_raw_reply("file", "IBM", result.raw_payload)
+    pd.testing.assert_frame_equal(reparsed, result.prices)
+
+
+def test_a_row_with_too_many_cells_is_a_file_format_error(tmp_path):
+    (tmp_path / "IBM.csv").write_text("date,open,high,low,close,volume\n2013-02-25,1,2,0.5,1.5,10,99\n")
+
+    with pytest.raises(FileFormatError, match="Expected 6 columns, got 7"):
+        fetch_file_prices("IBM", date(2013, 2, 25), date(2013, 2, 25), tmp_path)
 
 
 def test_symbol_is_normalised_before_building_the_path(tmp_path, ibm_prices):
