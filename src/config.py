@@ -63,6 +63,7 @@ class Settings:
     data_sources: tuple[str, ...] = ("alpha_vantage", "yahoo")
     symbols: tuple[str, ...] = tuple(DEFAULT_SYMBOLS.split(","))
     batch_size: int = 10
+    prepare_in_background: bool = True
     file_source_dir: Path = PROJECT_ROOT / "data" / "offline"
 
     # --- Alpha Vantage -----------------------------------------------------------
@@ -200,6 +201,7 @@ def load_settings(env_file: str | os.PathLike | None = None, overrides: dict | N
         data_sources=sources,
         symbols=_to_list(get("SYMBOLS", DEFAULT_SYMBOLS)),
         batch_size=int(_to_number("BATCH_SIZE", get("BATCH_SIZE", "10"), int, 1)),
+        prepare_in_background=_to_bool("PREPARE_IN_BACKGROUND", get("PREPARE_IN_BACKGROUND", "true")),
         file_source_dir=_to_path(get("FILE_SOURCE_DIR", "data/offline")),
         alpha_vantage_api_key=get("ALPHA_VANTAGE_API_KEY", "").strip(),
         alpha_vantage_base_url=get("ALPHA_VANTAGE_BASE_URL", defaults.alpha_vantage_base_url).strip(),

@@ -21,8 +21,6 @@ import uuid
 from dataclasses import dataclass, field
 from datetime import date
 
-import pandas as pd
-
 from src.config import ConfigurationError, Settings, configure_logging, load_settings, redact, require_alpha_vantage_key
 from src.ingestion.fetch_result import utc_now_iso
 from src.ingestion.symbols import InvalidSymbolInputError, normalize_symbols
@@ -77,52 +75,22 @@ class RunSummary:
         }
 
 
-def process_batch(
-    symbols: list[str],
-    start: date,
-    end: date,
-    settings: Settings,
-    warehouse,
-    summary: RunSummary,
-    *,
-    sources: list[str] | None = None,
-    s3_client=None,
-    session=None,
-) -> None:
-    """Fetch, land, transform and load one batch of symbols, updating `summary` in place.
-
-    Each reply is landed (in S3, or as a checkpoint file without S3) as soon as it arrives,
-    and replies landed by an interrupted earlier run are reused instead of fetched again.
-    `session` is an HTTP session handed to the sources (tests pass one).
-    """
-    from src.pipeline_steps import fetch_and_land
+def load_prepared_batch(prepared, warehouse, summary: RunSummary) -> None:
+    """Load one prepared batch (`batch_preparation.PreparedBatch`) and update `summary` in place."""
     from src.storage.loader import load_clean_prices
-    from src.transformation.transform import transform_prices
 
-    results, failures, _keys = fetch_and_land(
-        symbols,
-        start.isoformat(),
-        end.isoformat(),
-        summary.logical_date,
-        settings,
-        sources=sources,
-        s3_client=s3_client,
-        session=session,
-    )
-    summary.failed.update(failures)
-    if not results:
+    summary.failed.update(prepared.failures)
+    if not prepared.fetched:
         return
-
-    raw_prices = pd.concat([result.prices for result in results], ignore_index=True)
-    clean, quarantine = transform_prices(raw_prices, run_date=end)
+    clean, quarantine = prepared.clean, prepared.quarantine
     load_clean_prices(warehouse, clean, quarantine, summary.run_id, utc_now_iso())
 
-    loaded_symbols = set(clean["symbol"]) if not clean.empty else set()
-    for result in results:
-        if result.symbol in loaded_symbols:
-            summary.loaded.append(result.symbol)
+    loaded_symbols = set(clean["symbol"].unique()) if not clean.empty else set()
+    for symbol, source in prepared.fetched:
+        if symbol in loaded_symbols:
+            summary.loaded.append(symbol)
         else:
-            summary.failed[result.symbol] = f"no valid rows from {result.source} (all quarantined or none in range)"
+            summary.failed[symbol] = f"no valid rows from {source} (all quarantined or none in range)"
     summary.rows_loaded += len(clean)
     summary.rows_quarantined += len(quarantine)
     for source, rows in clean.groupby("source").size().items():
@@ -161,6 +129,7 @@ def run_pipeline(
     """
     from tqdm import tqdm
 
+    from src.batch_preparation import prepare_batch, prepare_in_background
     from src.pipeline_steps import make_batches
     from src.storage.warehouse import open_warehouse
 
@@ -185,20 +154,23 @@ def run_pipeline(
             s3_client = get_s3_client(settings)
             ensure_bucket(s3_client, settings.s3_bucket, create=settings.s3_create_bucket)
 
+        batches = make_batches(symbols, settings.batch_size)
+        if settings.prepare_in_background and len(batches) > 1 and session is None:
+            prepared_batches = prepare_in_background(batches, start, end, settings, sources)
+        else:
+            prepared_batches = (
+                prepare_batch(batch, start, end, settings, sources=sources, s3_client=s3_client, session=session)
+                for batch in batches
+            )
+        # A first backfill into empty tables loads faster without the trade_date indexes;
+        # they are built once at the end (see sqlite_warehouse.begin_bulk_load).
+        bulk_load = warehouse.begin_bulk_load()
         with tqdm(total=len(symbols), unit="symbol", disable=not show_progress, file=sys.stderr) as progress:
-            for batch in make_batches(symbols, settings.batch_size):
-                process_batch(
-                    batch,
-                    start,
-                    end,
-                    settings,
-                    warehouse,
-                    summary,
-                    sources=sources,
-                    s3_client=s3_client,
-                    session=session,
-                )
-                progress.update(len(batch))
+            for prepared in prepared_batches:
+                load_prepared_batch(prepared, warehouse, summary)
+                progress.update(len(prepared.symbols))
+        if bulk_load:
+            warehouse.end_bulk_load()
     except Exception as exc:
         summary.error = redact(f"{type(exc).__name__}: {exc}", settings.secrets())
         raise

@@ -548,6 +548,21 @@ def _canonical_column(values: pd.Series, bigquery_type: str) -> pd.Series:
     return values
 
 
+def begin_bulk_load(wh: BigQueryWarehouse) -> bool:
+    """Nothing to do before a big load: BigQuery tables have no indexes to keep up to date.
+
+    (The SQLite warehouse drops its trade_date indexes here; see sqlite_warehouse.)
+
+    Returns:
+        False: there is nothing for `end_bulk_load` to rebuild.
+    """
+    return False
+
+
+def end_bulk_load(wh: BigQueryWarehouse) -> None:
+    """Nothing to do after a big load (see `begin_bulk_load`)."""
+
+
 def read_prices(wh: BigQueryWarehouse, symbols: list[str], start: str, end: str) -> pd.DataFrame:
     """Return the stored prices of `symbols` from `start` to `end` (both included).
 

@@ -2,8 +2,9 @@
 
 `sqlite_warehouse` and `bigquery_handler` expose the same functions (`create_schema`,
 `load_batch`, `read_history_tail`, `read_prices`, `record_run`, `query`, `refresh_dim_symbol`,
-`ensure_dim_date`), each taking its own connection handle first. `Warehouse` bundles the
-chosen module with its open handle, so callers write `warehouse.load_batch(frames)`.
+`ensure_dim_date`, `begin_bulk_load`, `end_bulk_load`), each taking its own connection handle
+first. `Warehouse` bundles the chosen module with its open handle, so callers write
+`warehouse.load_batch(frames)`.
 
 Example:
     >>> warehouse = open_warehouse(load_settings())
@@ -30,6 +31,12 @@ class Warehouse:
 
     def load_batch(self, frames: dict[str, pd.DataFrame]) -> dict[str, int]:
         return self.module.load_batch(self.handle, frames)
+
+    def begin_bulk_load(self) -> bool:
+        return self.module.begin_bulk_load(self.handle)
+
+    def end_bulk_load(self) -> None:
+        self.module.end_bulk_load(self.handle)
 
     def read_history_tail(self, symbols: list[str], before: str, rows: int) -> pd.DataFrame:
         return self.module.read_history_tail(self.handle, symbols, before, rows)

@@ -102,6 +102,34 @@ def test_running_the_same_range_three_times_leaves_identical_tables(env):
     assert sqlite3.connect(env).execute("SELECT COUNT(*) FROM pipeline_runs").fetchone() == (3,)
 
 
+def test_the_background_worker_loads_exactly_what_one_process_loads(env, monkeypatch):
+    # BATCH_SIZE=1 and two symbols: two batches, so the second is prepared by the worker
+    # process while the first loads. A single-process run must leave the same tables.
+    args = ("--symbols", "IBM,MSFT", "--start", "2011-06-01", "--end", "2012-09-28")
+    assert run_cli(*args) == 0
+    with_worker = table_contents(env)
+
+    monkeypatch.setenv("PREPARE_IN_BACKGROUND", "false")
+    monkeypatch.setenv("SQLITE_PATH", str(env.parent / "single.db"))
+    assert run_cli(*args) == 0
+    single = table_contents(env.parent / "single.db")
+
+    without_audit = {name: [row[:-2] for row in rows] for name, rows in single.items()}
+    assert {name: [row[:-2] for row in rows] for name, rows in with_worker.items()} == without_audit
+    assert len(single["fact_daily_prices"]) == 2 * 337  # 337 NYSE sessions in the range, per symbol
+
+
+def test_a_first_backfill_builds_the_trade_date_indexes_after_loading(env):
+    # Empty tables: the indexes are dropped for the load and built at the end. The finished
+    # warehouse has every index, and "all symbols on a day" queries use it.
+    assert run_cli("--symbols", "IBM,MSFT", "--start", "2012-01-03", "--end", "2012-03-30") == 0
+    conn = sqlite3.connect(env)
+    indexes = {row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type = 'index'")}
+    assert {"idx_fact_daily_prices_trade_date", "idx_fact_technical_indicators_trade_date"} <= indexes
+    plan = conn.execute("EXPLAIN QUERY PLAN SELECT * FROM fact_daily_prices WHERE trade_date = '2012-03-01'").fetchall()
+    assert "idx_fact_daily_prices_trade_date" in plan[0][3]
+
+
 def test_daily_increments_equal_one_full_run(env, tmp_path, monkeypatch):
     """Loading 2012 then adding January 2013 day by day gives the indicators of one full load."""
     assert run_cli("--symbols", "IBM", "--start", "2011-01-03", "--end", "2012-12-31") == 0
@@ -190,19 +218,22 @@ def test_bad_rows_are_quarantined_with_reasons_and_good_rows_still_load(env, dat
 
 
 def test_a_crash_between_batches_leaves_consistent_tables_and_a_rerun_completes(env, monkeypatch):
+    # Two batches (BATCH_SIZE=1), so the second one is prepared in the background process
+    # while the first is loaded; the crash comes in the loading of the second.
     args = ("--symbols", "IBM,MSFT", "--start", "2012-01-03", "--end", "2012-06-29")
-    real_process_batch = pipeline.process_batch
+    real_load = pipeline.load_prepared_batch
     calls = []
 
-    def crash_on_second_batch(symbols, *a, **kw):
-        calls.append(symbols)
+    def crash_on_second_batch(prepared, *a, **kw):
+        calls.append(prepared.symbols)
         if len(calls) == 2:
             raise RuntimeError("simulated crash")
-        return real_process_batch(symbols, *a, **kw)
+        return real_load(prepared, *a, **kw)
 
-    monkeypatch.setattr(pipeline, "process_batch", crash_on_second_batch)
+    monkeypatch.setattr(pipeline, "load_prepared_batch", crash_on_second_batch)
     with pytest.raises(RuntimeError, match="simulated crash"):
         run_cli(*args)
+    assert calls == [["IBM"], ["MSFT"]]
 
     conn = sqlite3.connect(env)
     # The first batch (IBM) is complete in every table; nothing of MSFT was written.
@@ -216,7 +247,7 @@ def test_a_crash_between_batches_leaves_consistent_tables_and_a_rerun_completes(
         "RuntimeError: simulated crash",
     )
 
-    monkeypatch.setattr(pipeline, "process_batch", real_process_batch)
+    monkeypatch.setattr(pipeline, "load_prepared_batch", real_load)
     assert run_cli(*args) == 0
     crashed_then_rerun = table_contents(env)
 

@@ -25,6 +25,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import boto3
+import psutil
 import pytest
 
 from src.config import PROJECT_ROOT
@@ -87,15 +88,22 @@ def run_to_end(env: dict) -> None:
 
 
 def kill_when(process: subprocess.Popen, ready: Callable[[], bool], timeout: float = 60.0) -> None:
-    """SIGKILL the process as soon as `ready()` is true (polled every 10 ms)."""
+    """SIGKILL the process as soon as `ready()` is true (polled every 10 ms).
+
+    The CLI's background worker (it prepares the next batch) must die with it, or it would
+    go on fetching for a run nobody waits for: checked here for every kill.
+    """
     deadline = time.monotonic() + timeout
     while not ready():
         assert process.poll() is None, "the run finished before the kill point"
         assert time.monotonic() < deadline, "the kill point was never reached"
         time.sleep(0.01)
+    children = psutil.Process(process.pid).children(recursive=True)
     os.kill(process.pid, signal.SIGKILL)
     process.wait(timeout=10)
     assert process.returncode == -signal.SIGKILL
+    _, alive = psutil.wait_procs(children, timeout=5)
+    assert alive == [], f"processes left running after the CLI was killed: {alive}"
 
 
 def warehouse_contents(db: Path) -> dict[str, list[tuple]]:
