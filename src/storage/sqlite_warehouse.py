@@ -236,14 +236,17 @@ HISTORY_TAIL_COLUMNS = [
 # from `before` and stops after LIMIT rows, so its cost does not grow with the length of the
 # history. (A ROW_NUMBER() window over all symbols would number every earlier row first.)
 HISTORY_TAIL_SQL = """
-SELECT p.symbol, p.trade_date, p.open, p.high, p.low, p.close, p.volume,
-       i.rsi_avg_gain_14, i.rsi_avg_loss_14
-FROM fact_daily_prices AS p
-LEFT JOIN fact_technical_indicators AS i
-    ON i.symbol = p.symbol AND i.trade_date = p.trade_date
-WHERE p.symbol = ? AND p.trade_date < ?
-ORDER BY p.trade_date DESC
+SELECT symbol, trade_date, open, high, low, close, volume
+FROM fact_daily_prices
+WHERE symbol = ? AND trade_date < ?
+ORDER BY trade_date DESC
 LIMIT ?
+"""
+# The RSI state stored on one session (the last row of a tail).
+RSI_STATE_SQL = """
+SELECT rsi_avg_gain_14, rsi_avg_loss_14
+FROM fact_technical_indicators
+WHERE symbol = ? AND trade_date = ?
 """
 # Column dtypes of the frames the read functions return.
 _READ_DTYPES = {
@@ -396,13 +399,57 @@ def create_schema(conn: sqlite3.Connection) -> None:
         for table in TABLES.values():
             conn.execute(create_table_sql(table))
             _add_missing_columns(conn, table)
-        for table_name, columns in INDEXES:
-            index_name = f"idx_{table_name}_{'_'.join(columns)}"
-            conn.execute(f"CREATE INDEX IF NOT EXISTS {index_name} ON {table_name} ({', '.join(columns)})")
+        _create_indexes(conn)
         for view_name, select_sql in VIEWS.items():
             conn.execute(f"DROP VIEW IF EXISTS {view_name}")
             conn.execute(f"CREATE VIEW {view_name} AS {select_sql}")
     logger.info("SQLite schema ready: %d tables, %d views", len(TABLES), len(VIEWS))
+
+
+def _index_name(table_name: str, columns: tuple[str, ...]) -> str:
+    return f"idx_{table_name}_{'_'.join(columns)}"
+
+
+def _create_indexes(conn: sqlite3.Connection) -> None:
+    """Create the INDEXES that are missing (inside the caller's transaction)."""
+    for table_name, columns in INDEXES:
+        conn.execute(
+            f"CREATE INDEX IF NOT EXISTS {_index_name(table_name, columns)} ON {table_name} ({', '.join(columns)})"
+        )
+
+
+def begin_bulk_load(conn: sqlite3.Connection) -> bool:
+    """Before a first backfill: drop the trade_date indexes of the fact tables if they are empty.
+
+    Why: rows arrive symbol by symbol, so each new row belongs in a different place of a
+    trade_date index (between the same date's rows of other symbols). Once that index is
+    bigger than the page cache, nearly every row costs a page read and write. Building the
+    index once at the end (`end_bulk_load`) sorts all rows in one go instead, and a
+    5,000-symbol backfill runs much faster (docs/benchmarks.md). Only empty tables are
+    touched: rebuilding the index of a filled table would cost more than it saves.
+
+    If the run stops before `end_bulk_load`, the next `create_schema` (every
+    `open_warehouse` calls it) builds the missing indexes.
+
+    Returns:
+        True when the indexes were dropped (then call `end_bulk_load` after the load).
+    """
+    tables = [table_name for table_name, columns in INDEXES if columns == ("trade_date",)]
+    if any(conn.execute(f"SELECT 1 FROM {table_name} LIMIT 1").fetchone() for table_name in tables):
+        return False
+    with _write_transaction(conn):
+        for table_name, columns in INDEXES:
+            if table_name in tables:
+                conn.execute(f"DROP INDEX IF EXISTS {_index_name(table_name, columns)}")
+    logger.info("Bulk load: the trade_date indexes of %s are built after the load", ", ".join(tables))
+    return True
+
+
+def end_bulk_load(conn: sqlite3.Connection) -> None:
+    """After a bulk load: build the indexes `begin_bulk_load` dropped (one sort per index)."""
+    with _write_transaction(conn):
+        _create_indexes(conn)
+    logger.info("Bulk load finished: indexes built")
 
 
 def _add_missing_columns(conn: sqlite3.Connection, table: Table) -> None:
@@ -609,14 +656,22 @@ def refresh_dim_symbol(conn: sqlite3.Connection, symbols: list[str], source_by_s
     """
     source_by_symbol = source_by_symbol or {}
     updated_at = datetime.now(UTC).strftime(TIMESTAMP_FORMAT)  # an audit stamp, not a data choice
-    # One INSERT ... SELECT per symbol; MIN/MAX walk the primary-key index, so it stays fast.
-    # (GROUP BY ends the SELECT, which keeps SQLite from reading ON CONFLICT as a join clause.)
+    # One INSERT ... SELECT per symbol. Each MIN/MAX is its own subquery on purpose: SQLite
+    # answers a lone MIN or MAX over the primary key (symbol, trade_date) by looking at one
+    # end of that symbol's rows, so the cost does not grow with the length of the history.
+    # (MIN and MAX in one SELECT ... GROUP BY would read every stored row of the symbol.)
+    # The WHERE skips symbols with no stored prices, and also keeps SQLite from reading
+    # ON CONFLICT as part of the SELECT.
     sql = """
         INSERT INTO dim_symbol (symbol, currency, first_trade_date, last_trade_date, source, updated_at)
-        SELECT symbol, 'USD', MIN(trade_date), MAX(trade_date), ?, ?
-        FROM fact_daily_prices
-        WHERE symbol = ?
-        GROUP BY symbol
+        SELECT symbol, 'USD', first_trade_date, last_trade_date, :source, :updated_at
+        FROM (
+            SELECT
+                :symbol AS symbol,
+                (SELECT MIN(trade_date) FROM fact_daily_prices WHERE symbol = :symbol) AS first_trade_date,
+                (SELECT MAX(trade_date) FROM fact_daily_prices WHERE symbol = :symbol) AS last_trade_date
+        )
+        WHERE first_trade_date IS NOT NULL
         ON CONFLICT (symbol) DO UPDATE SET
             currency = COALESCE(dim_symbol.currency, excluded.currency),
             first_trade_date = excluded.first_trade_date,
@@ -628,7 +683,10 @@ def refresh_dim_symbol(conn: sqlite3.Connection, symbols: list[str], source_by_s
             IS NOT (COALESCE(dim_symbol.currency, excluded.currency), excluded.first_trade_date,
                     excluded.last_trade_date, COALESCE(excluded.source, dim_symbol.source))
     """
-    params = [(source_by_symbol.get(symbol), updated_at, symbol) for symbol in dict.fromkeys(symbols)]
+    params = [
+        {"symbol": symbol, "source": source_by_symbol.get(symbol), "updated_at": updated_at}
+        for symbol in dict.fromkeys(symbols)
+    ]
     with _write_transaction(conn):
         conn.executemany(sql, params)
     logger.info("Refreshed dim_symbol for %d symbols", len(params))
@@ -689,7 +747,12 @@ def read_history_tail(conn: sqlite3.Connection, symbols: list[str], before: str,
     """Read, per symbol, the last `rows` stored sessions before a date, with the RSI state.
 
     The indicator step uses this as its lookback, so it can compute new rows without reading
-    the whole history. One indexed query per symbol (see HISTORY_TAIL_SQL).
+    the whole history. Two indexed queries per symbol (HISTORY_TAIL_SQL, RSI_STATE_SQL).
+
+    Only the LAST row of each symbol gets its stored RSI averages: that is all the RSI
+    continuation uses (see `compute_indicators_incremental`). Not joining the indicators
+    of the other rows halves the pages a daily run reads, which matters once the warehouse
+    is too big for the disk cache (docs/benchmarks.md, daily incremental).
 
     Args:
         conn: an open warehouse connection.
@@ -700,20 +763,27 @@ def read_history_tail(conn: sqlite3.Connection, symbols: list[str], before: str,
     Returns:
         A DataFrame with HISTORY_TAIL_COLUMNS (symbol, trade_date, open, high, low, close,
         volume, rsi_avg_gain_14, rsi_avg_loss_14), sorted by symbol and trade_date; prices and
-        RSI averages float64 (NaN where no indicator row), volume int64.
+        RSI averages float64 (NaN on all but each symbol's last row, and where no indicator
+        row is stored), volume int64.
 
     Raises:
         ValueError: rows is negative.
 
     Example:
-        >>> read_history_tail(conn, ["AAPL", "MSFT"], before="2024-07-01", rows=250)
+        >>> read_history_tail(conn, ["AAPL", "MSFT"], before="2024-07-01", rows=200)
     """
     if rows < 0:
         # SQLite reads LIMIT -1 as "no limit", which would quietly return the whole history.
         raise ValueError(f"rows must be 0 or more, got {rows}")
     found: list[tuple] = []
     for symbol in dict.fromkeys(symbols):
-        found.extend(conn.execute(HISTORY_TAIL_SQL, (symbol, before, rows)).fetchall())
+        tail = conn.execute(HISTORY_TAIL_SQL, (symbol, before, rows)).fetchall()
+        if not tail:
+            continue
+        # Newest first: tail[0] is the last session, the one whose RSI state counts.
+        state = conn.execute(RSI_STATE_SQL, (symbol, tail[0][1])).fetchone() or (None, None)
+        found.append((*tail[0], *state))
+        found.extend((*row, None, None) for row in tail[1:])
     frame = pd.DataFrame(found, columns=HISTORY_TAIL_COLUMNS)
     frame = frame.sort_values(["symbol", "trade_date"], ignore_index=True)
     return _typed(frame)

@@ -353,7 +353,11 @@ def test_read_history_tail_returns_the_last_rows_before_a_date_per_symbol(conn, 
     tail = wh.read_history_tail(conn, ["MSFT", "IBM", "AAPL", "NODATA"], before="2012-06-29", rows=3)
 
     expected = prices_2012[prices_2012["trade_date"] < "2012-06-29"].groupby("symbol").tail(3)
-    expected = expected.merge(rsi_state, on=["symbol", "trade_date"], how="left")
+    # Only the last row of a tail carries the RSI state (IBM's 2012-06-28): that is all the
+    # incremental RSI uses, and skipping the others halves the pages read.
+    expected = expected.merge(
+        rsi_state[rsi_state["trade_date"] == "2012-06-28"], on=["symbol", "trade_date"], how="left"
+    )
     expected = expected[wh.HISTORY_TAIL_COLUMNS].sort_values(["symbol", "trade_date"], ignore_index=True)
     assert_frame_equal(tail, expected)
     assert tail["trade_date"].tolist() == ["2012-06-26", "2012-06-27", "2012-06-28"] * 3
@@ -376,11 +380,10 @@ def test_history_tail_query_walks_the_primary_key_index(conn, real_prices_4_symb
     wh.load_batch(conn, {"fact_daily_prices": real_prices_4_symbols})
     conn.execute("ANALYZE")  # with statistics the planner could pick another index; it must not
     plan = [row[3] for row in conn.execute("EXPLAIN QUERY PLAN " + wh.HISTORY_TAIL_SQL, ("AAPL", "2012-01-01", 250))]
+    state_plan = [row[3] for row in conn.execute("EXPLAIN QUERY PLAN " + wh.RSI_STATE_SQL, ("AAPL", "2011-12-30"))]
     # The fact tables are WITHOUT ROWID: the primary key is the table's own B-tree.
-    assert plan == [
-        "SEARCH p USING PRIMARY KEY (symbol=? AND trade_date<?)",
-        "SEARCH i USING PRIMARY KEY (symbol=? AND trade_date=?) LEFT-JOIN",
-    ]
+    assert plan == ["SEARCH fact_daily_prices USING PRIMARY KEY (symbol=? AND trade_date<?)"]
+    assert state_plan == ["SEARCH fact_technical_indicators USING PRIMARY KEY (symbol=? AND trade_date=?)"]
 
 
 def test_read_prices_is_inclusive_and_keeps_source_and_flags(conn, prices_2012):
@@ -561,6 +564,37 @@ def test_record_run_round_trip(conn):
         wh.record_run(conn, {"run_id": "x", "rows": 1})
 
 
+def trade_date_indexes(connection: sqlite3.Connection) -> set[str]:
+    rows = connection.execute("SELECT name FROM sqlite_master WHERE type = 'index' AND name LIKE '%trade_date'")
+    return {row[0] for row in rows}
+
+
+def test_bulk_load_drops_the_trade_date_indexes_of_empty_tables_and_builds_them_after(conn, prices_2012):
+    assert trade_date_indexes(conn) == {
+        "idx_fact_daily_prices_trade_date",
+        "idx_fact_technical_indicators_trade_date",
+    }
+    assert wh.begin_bulk_load(conn) is True
+    assert trade_date_indexes(conn) == set()
+    wh.load_batch(conn, {"fact_daily_prices": prices_2012})
+    wh.end_bulk_load(conn)
+    assert len(trade_date_indexes(conn)) == 2
+    # Rows are stored now: a second bulk load keeps the indexes (rebuilding would cost more).
+    assert wh.begin_bulk_load(conn) is False
+    assert len(trade_date_indexes(conn)) == 2
+
+
+def test_a_bulk_load_that_stops_early_gets_its_indexes_back_at_the_next_open(db_path, conn, prices_2012):
+    wh.begin_bulk_load(conn)
+    wh.load_batch(conn, {"fact_daily_prices": prices_2012})
+    conn.close()  # the run died before end_bulk_load
+
+    reopened = wh.connect(db_path)
+    wh.create_schema(reopened)  # what every open_warehouse does
+    assert len(trade_date_indexes(reopened)) == 2
+    reopened.close()
+
+
 def test_refresh_dim_symbol_keeps_known_details(conn, prices_2012):
     wh.load_batch(conn, {"fact_daily_prices": prices_2012[prices_2012["symbol"].isin(["AAPL", "IBM"])]})
     wh.load_batch(conn, {"dim_symbol": pd.DataFrame([{"symbol": "AAPL", "name": "Apple Inc.", "exchange": "NASDAQ"}])})
@@ -578,6 +612,47 @@ def test_refresh_dim_symbol_keeps_known_details(conn, prices_2012):
     ]
     updated_at = conn.execute("SELECT updated_at FROM dim_symbol WHERE symbol = 'IBM'").fetchone()[0]
     assert pd.Timestamp(updated_at).tzname() == "UTC"
+
+
+def sqlite_steps(connection: sqlite3.Connection, action) -> int:
+    """How many SQLite virtual-machine instructions `action()` runs.
+
+    A count of work done, unlike a timing the same on any machine: it shows whether a query
+    reads a few index entries or every row of a symbol.
+    """
+    steps = 0
+
+    def count() -> int:
+        nonlocal steps
+        steps += 1
+        return 0  # 0 = carry on
+
+    connection.set_progress_handler(count, 1)
+    try:
+        action()
+    finally:
+        connection.set_progress_handler(None, 1)
+    return steps
+
+
+def test_refresh_dim_symbol_costs_the_same_for_a_short_and_a_long_history(tmp_path, real_prices_4_symbols):
+    # The daily run refreshes every symbol's first/last date; on a 20-year warehouse that must
+    # not mean reading 20 years of rows per symbol (docs/benchmarks.md, daily incremental).
+    aapl = real_prices_4_symbols[real_prices_4_symbols["symbol"] == "AAPL"]
+    steps = {}
+    for name, rows in {"short": aapl.tail(20), "long": aapl}.items():
+        connection = wh.connect(tmp_path / f"{name}.db")
+        wh.create_schema(connection)
+        wh.load_batch(connection, {"fact_daily_prices": rows})
+        steps[name] = sqlite_steps(
+            connection, lambda c=connection: wh.refresh_dim_symbol(c, ["AAPL"], {"AAPL": "file"})
+        )
+        stored = connection.execute("SELECT first_trade_date, last_trade_date FROM dim_symbol").fetchone()
+        assert stored == (rows["trade_date"].min(), rows["trade_date"].max())
+        connection.close()
+
+    assert len(aapl) > 3000
+    assert steps["long"] <= steps["short"] * 1.2
 
 
 def test_ensure_dim_date_is_idempotent(conn):

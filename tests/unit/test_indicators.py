@@ -293,8 +293,9 @@ def test_rerun_drops_history_rows_that_overlap_the_new_data(goog_prices):
     full = compute_indicators(goog_prices)
     old_prices, new_prices = _split(goog_prices, 5)
     # The warehouse already holds the 5 "new" sessions (a rerun); their stored averages must
-    # not be continued from, and an unrelated symbol's history must be ignored.
-    history = _history_from(goog_prices, full).tail(LOOKBACK_ROWS)
+    # not be continued from, and an unrelated symbol's history must be ignored. The history
+    # holds LOOKBACK_ROWS rows before the new data, as the loader reads it, plus the overlap.
+    history = _history_from(goog_prices, full).tail(LOOKBACK_ROWS + 5)
     other_symbol = history.assign(symbol="MSFT")
 
     result = compute_indicators_incremental(new_prices, pd.concat([history, other_symbol]))
