@@ -116,6 +116,7 @@ REVIEWED_SQL_INTERPOLATIONS = {
     "CACHE_SIZE_KIB",  # an int constant in sqlite_warehouse.py (PRAGMA cache_size)
     "options",  # "" or " WITHOUT ROWID", chosen from the constant WITHOUT_ROWID_TABLES
     "_column_sql(table, column.name)",
+    "_index_name(table_name, columns)",  # idx_<table>_<columns>, from the constant INDEXES
     "action",
     "body",
     "changed",
