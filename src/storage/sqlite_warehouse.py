@@ -434,14 +434,14 @@ def begin_bulk_load(conn: sqlite3.Connection) -> bool:
     Returns:
         True when the indexes were dropped (then call `end_bulk_load` after the load).
     """
-    tables = [table_name for table_name, columns in INDEXES if columns == ("trade_date",)]
-    if any(conn.execute(f"SELECT 1 FROM {table_name} LIMIT 1").fetchone() for table_name in tables):
+    trade_date_indexes = [(table_name, columns) for table_name, columns in INDEXES if columns == ("trade_date",)]
+    if any(conn.execute(f"SELECT 1 FROM {table_name} LIMIT 1").fetchone() for table_name, _ in trade_date_indexes):
         return False
     with _write_transaction(conn):
-        for table_name, columns in INDEXES:
-            if table_name in tables:
-                conn.execute(f"DROP INDEX IF EXISTS {_index_name(table_name, columns)}")
-    logger.info("Bulk load: the trade_date indexes of %s are built after the load", ", ".join(tables))
+        for table_name, columns in trade_date_indexes:
+            conn.execute(f"DROP INDEX IF EXISTS {_index_name(table_name, columns)}")
+    tables = ", ".join(table_name for table_name, _ in trade_date_indexes)
+    logger.info("Bulk load: the trade_date indexes of %s are built after the load", tables)
     return True
 
 

@@ -523,7 +523,7 @@ def _warn_if_rsi_restarts(last_rows: pd.DataFrame, rows_per_symbol: pd.Series) -
     """Warn when a full lookback comes without stored RSI averages.
 
     Then the lookback is probably NOT the whole history (its indicators were never stored),
-    and RSI restarts from the lookback: after 250 rows of smoothing it is about 1e-6 off,
+    and RSI restarts from the lookback: after 200 rows of smoothing it is about 4e-6 off,
     but it is no longer an exact continuation.
     """
     no_averages = last_rows["prior_avg_gain"].isna() | last_rows["prior_avg_loss"].isna()
