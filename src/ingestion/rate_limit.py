@@ -8,12 +8,19 @@
 
 Both take their clock and sleep functions as arguments, so tests run them on a fake clock.
 
-Neither class is shared between processes: the per-minute window lives in memory, and the
-quota file is read and rewritten without a cross-process lock. Run the Alpha Vantage fetches of
-one day one at a time (e.g. an Airflow pool with one slot) so these limits stay exact.
+Both can carry their state over to the next run, batch or process through small JSON files in
+the state folder: `DailyQuota` always (`alpha_vantage_quota.json`), `RateLimiter` when it gets a
+`state_file` (the pipeline uses `alpha_vantage_recent_calls.json`). Without that file, batch 2
+would start with an empty window and could fire its calls right after batch 1's last ones.
+The files are read and rewritten without a cross-process lock, so run the Alpha Vantage fetches
+one at a time (e.g. an Airflow pool with one slot) to keep these limits exact.
 
 Example:
-    >>> limiter = RateLimiter(calls_per_minute=5, min_interval_seconds=1.0)
+    >>> limiter = RateLimiter(
+    ...     calls_per_minute=5,
+    ...     min_interval_seconds=1.0,
+    ...     state_file=Path("data/state") / RATE_LIMIT_FILE_NAME,
+    ... )
     >>> quota = DailyQuota(Path("data/state"), daily_limit=25)
     >>> if not quota.is_exhausted():
     ...     limiter.wait()
@@ -25,6 +32,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import tempfile
 import time
@@ -38,7 +46,33 @@ logger = logging.getLogger(__name__)
 
 WINDOW_SECONDS = 60.0
 QUOTA_FILE_NAME = "alpha_vantage_quota.json"
+RATE_LIMIT_FILE_NAME = "alpha_vantage_recent_calls.json"
 EASTERN = ZoneInfo("America/New_York")
+
+
+def _write_json_atomically(path: Path, data: object) -> None:
+    """Write `data` as JSON to `path` so that readers see either the old file or the new one.
+
+    The data goes to a temporary file in the same folder first, then `os.replace` swaps it in
+    (an atomic rename on the same file system). A crash mid-write never leaves half a file, and
+    a failed write leaves the old file as it was and no temporary file behind.
+
+    Args:
+        path: the file to write; its folder is created if missing.
+        data: anything `json.dump` accepts (a dict, a list of floats, ...).
+
+    Raises:
+        OSError: the folder or the file could not be written.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, temp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}-", suffix=".tmp")
+    try:
+        with os.fdopen(handle, "w", encoding="utf-8") as temp_file:
+            json.dump(data, temp_file)
+        os.replace(temp_name, path)
+    except BaseException:
+        Path(temp_name).unlink(missing_ok=True)
+        raise
 
 
 class RateLimiter:
@@ -53,19 +87,28 @@ class RateLimiter:
     Example (5 calls per minute, 1 s apart): calls go at 0, 1, 2, 3, 4 s, then 60, 61, ... s;
     the 50th call goes at 9 * 60 + 4 = 544 s.
 
+    With a `state_file`, the recent call times are also kept in that JSON file (a list of
+    floats), so the next RateLimiter - in this process or in another one, e.g. the next batch
+    or the next Airflow task - continues the same window instead of starting empty. There is
+    no lock: run one Alpha Vantage fetch at a time (e.g. an Airflow pool with one slot).
+
     Args:
         calls_per_minute: the most calls allowed in any 60-second window (at least 1).
         min_interval_seconds: the least time between two calls (0 = no spacing rule).
-        clock: returns the current time in seconds; must never go backwards (time.monotonic).
+        clock: returns the current time in seconds. Default: `time.monotonic` without a
+            state file; `time.time` with one, because times written to the file must mean the
+            same thing in every process (monotonic time only makes sense within one boot).
         sleep: sleeps for the given seconds (tests pass a fake that advances a fake clock).
+        state_file: the JSON file that carries the recent call times over (None = memory only).
     """
 
     def __init__(
         self,
         calls_per_minute: int,
         min_interval_seconds: float,
-        clock: Callable[[], float] = time.monotonic,
+        clock: Callable[[], float] | None = None,
         sleep: Callable[[float], None] = time.sleep,
+        state_file: Path | None = None,
     ):
         if calls_per_minute < 1:
             raise ValueError(f"calls_per_minute must be at least 1, got {calls_per_minute}")
@@ -73,10 +116,70 @@ class RateLimiter:
             raise ValueError(f"min_interval_seconds must be 0 or more, got {min_interval_seconds}")
         self.calls_per_minute = calls_per_minute
         self.min_interval_seconds = min_interval_seconds
+        self.state_file = Path(state_file) if state_file is not None else None
+        if clock is None:
+            clock = time.time if self.state_file is not None else time.monotonic
         self._clock = clock
         self._sleep = sleep
         # The times of the most recent calls; only the last `calls_per_minute` matter.
         self._recent_calls: deque[float] = deque(maxlen=calls_per_minute)
+
+    def _load_recorded_calls(self) -> list[float] | None:
+        """Return the call times recorded in the state file, oldest first.
+
+        Returns:
+            The recorded times, or None when there is no usable file (missing, unreadable or
+            garbled; the last two are logged as a warning).
+        """
+        try:
+            recorded = json.loads(self.state_file.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            return None
+        except (OSError, ValueError) as exc:
+            logger.warning("rate limit file %s is unreadable (%s); ignoring it", self.state_file, exc)
+            return None
+        # Expect a list of plain numbers (bool is a kind of int in Python, so refuse it by name).
+        if not isinstance(recorded, list) or not all(
+            isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+            for value in recorded
+        ):
+            logger.warning(
+                "rate limit file %s is garbled (expected a list of times, got %.100r); ignoring it",
+                self.state_file,
+                recorded,
+            )
+            return None
+        return sorted(float(value) for value in recorded)
+
+    def _save_recent_calls(self) -> None:
+        """Write the recent call times to the state file (when there is one).
+
+        A failed write is logged, not raised: this batch is still paced exactly from memory, and
+        raising here (also called from a `finally` block) would hide the request's own outcome.
+        """
+        if self.state_file is None:
+            return
+        try:
+            _write_json_atomically(self.state_file, list(self._recent_calls))
+        except OSError as exc:
+            logger.warning(
+                "could not save the rate limit file %s (%s); the next batch will not see these calls",
+                self.state_file,
+                exc,
+            )
+
+    def _clamp_future_calls(self, now: float) -> None:
+        """Treat recorded call times later than `now` as made `now`.
+
+        With the wall clock (`time.time`) a time can lie in the future: the system clock was set
+        back (e.g. by NTP) after that call was recorded. Taken as-is, such a time would make
+        `wait()` sleep for as long as the clock jumped, maybe hours. "Just now" is the latest the
+        call can really have happened, so clamping still keeps the limits, and the wait is
+        at most one window.
+        """
+        if any(call_time > now for call_time in self._recent_calls):
+            clamped = [min(call_time, now) for call_time in self._recent_calls]
+            self._recent_calls = deque(clamped, maxlen=self.calls_per_minute)
 
     def next_allowed_time(self) -> float:
         """Return the earliest clock time at which the next call may go (may be in the past)."""
@@ -91,11 +194,21 @@ class RateLimiter:
     def wait(self) -> float:
         """Sleep until the next call is allowed, then count it as made now.
 
+        With a state file, the recorded calls are read first (another limiter may have made
+        calls since), and the new call is saved to it afterwards.
+
         Returns:
             The seconds slept (0.0 when the call could go at once).
         """
+        if self.state_file is not None:
+            recorded = self._load_recorded_calls()
+            # A usable file is the latest word. Without one, keep what this limiter remembers
+            # itself: nothing for a new limiter, its own calls if the file vanished mid-batch.
+            if recorded is not None:
+                self._recent_calls = deque(recorded, maxlen=self.calls_per_minute)
         slept = 0.0
         now = self._clock()
+        self._clamp_future_calls(now)
         # A loop rather than one sleep: a real sleep can wake up a hair early on some systems.
         while now < self.next_allowed_time():
             pause = self.next_allowed_time() - now
@@ -103,7 +216,9 @@ class RateLimiter:
             self._sleep(pause)
             slept += pause
             now = self._clock()
+            self._clamp_future_calls(now)
         self._recent_calls.append(now)
+        self._save_recent_calls()
         return slept
 
     def call_finished(self) -> None:
@@ -112,9 +227,11 @@ class RateLimiter:
         The server counts calls when they *arrive*. A request that is slow to get there (a new
         connection, a busy network) could otherwise land less than `min_interval_seconds` after
         the next one and be throttled. Timing from the reply keeps the arrivals apart too.
+        With a state file, the new time is saved, so the next limiter times from the reply too.
         """
         if self._recent_calls:
             self._recent_calls[-1] = self._clock()
+            self._save_recent_calls()
 
 
 def eastern_today(now: datetime | None = None) -> date:
@@ -184,16 +301,8 @@ class DailyQuota:
         }
 
     def _save(self, state: dict) -> None:
-        """Write the state atomically: a temporary file in the same folder, then os.replace."""
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        handle, temp_name = tempfile.mkstemp(dir=self.path.parent, prefix=".quota-", suffix=".tmp")
-        try:
-            with os.fdopen(handle, "w", encoding="utf-8") as temp_file:
-                json.dump(state, temp_file)
-            os.replace(temp_name, self.path)
-        except BaseException:
-            Path(temp_name).unlink(missing_ok=True)
-            raise
+        """Write the state atomically (see `_write_json_atomically`)."""
+        _write_json_atomically(self.path, state)
 
     def calls_today(self) -> int:
         """Return how many calls were recorded today."""

@@ -33,7 +33,7 @@ from src.config import VALID_SOURCES, ConfigurationError, Settings, require_alph
 from src.ingestion.alpha_vantage import SourceError, fetch_daily_prices
 from src.ingestion.fetch_result import FetchResult
 from src.ingestion.file_source import fetch_file_prices
-from src.ingestion.rate_limit import DailyQuota, RateLimiter
+from src.ingestion.rate_limit import RATE_LIMIT_FILE_NAME, DailyQuota, RateLimiter
 from src.ingestion.symbols import normalize_symbol, normalize_symbols
 from src.ingestion.yahoo_finance import fetch_yahoo_prices
 
@@ -208,7 +208,13 @@ def fetch_batch(
     quota = None
     if "alpha_vantage" in chosen:
         require_alpha_vantage_key(settings)  # a missing key stops the batch before any request
-        rate_limiter = RateLimiter(settings.alpha_vantage_calls_per_minute, settings.alpha_vantage_min_interval_seconds)
+        # The state file carries the per-minute window over to the next batch and Airflow task,
+        # so the next batch does not fire its calls right after this one's last calls.
+        rate_limiter = RateLimiter(
+            settings.alpha_vantage_calls_per_minute,
+            settings.alpha_vantage_min_interval_seconds,
+            state_file=settings.state_dir / RATE_LIMIT_FILE_NAME,
+        )
         quota = DailyQuota(settings.state_dir, settings.alpha_vantage_daily_limit)
 
     results: list[FetchResult] = []

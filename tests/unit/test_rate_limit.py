@@ -6,12 +6,21 @@ ten minutes of calls take milliseconds and every call time is exact.
 
 import json
 import os
+import subprocess
+import sys
 import time
 from datetime import UTC, date, datetime
 
 import pytest
 
-from src.ingestion.rate_limit import QUOTA_FILE_NAME, DailyQuota, RateLimiter, eastern_today
+from src.config import PROJECT_ROOT
+from src.ingestion.rate_limit import (
+    QUOTA_FILE_NAME,
+    RATE_LIMIT_FILE_NAME,
+    DailyQuota,
+    RateLimiter,
+    eastern_today,
+)
 
 
 class FakeClock:
@@ -122,6 +131,174 @@ def test_real_clock_spacing_is_respected():
 def test_rate_limiter_refuses_impossible_limits(calls_per_minute, interval):
     with pytest.raises(ValueError):
         RateLimiter(calls_per_minute=calls_per_minute, min_interval_seconds=interval)
+
+
+# --- RateLimiter with a state file (the window carries over to the next limiter) -----------
+
+
+def make_shared_limiter(state_file, clock: FakeClock, calls_per_minute: int = 5) -> RateLimiter:
+    """A 5-per-minute, 1-s-apart limiter on the fake clock that keeps its calls in `state_file`."""
+    return RateLimiter(
+        calls_per_minute=calls_per_minute,
+        min_interval_seconds=1.0,
+        clock=clock.now,
+        sleep=clock.sleep,
+        state_file=state_file,
+    )
+
+
+def test_second_limiter_waits_for_the_window_of_the_first(tmp_path):
+    clock = FakeClock()
+    state_file = tmp_path / RATE_LIMIT_FILE_NAME
+    batch_1 = make_shared_limiter(state_file, clock)
+    batch_2 = make_shared_limiter(state_file, clock)
+
+    times_1 = make_calls(batch_1, clock, 5)
+    times_2 = make_calls(batch_2, clock, 2)
+
+    # Batch 2 does not start with an empty window: its first call waits until batch 1's first
+    # call is 60 s old, exactly as one limiter would have done.
+    assert times_1 == [0.0, 1.0, 2.0, 3.0, 4.0]
+    assert times_2 == [60.0, 61.0]
+    assert most_calls_in_any_window(times_1 + times_2) == 5
+    assert json.loads(state_file.read_text()) == [2.0, 3.0, 4.0, 60.0, 61.0]
+
+
+def test_state_file_keeps_only_the_last_calls_per_minute_times(tmp_path):
+    clock = FakeClock()
+    state_file = tmp_path / RATE_LIMIT_FILE_NAME
+
+    times = make_calls(make_shared_limiter(state_file, clock, calls_per_minute=3), clock, 7)
+
+    assert times == [0.0, 1.0, 2.0, 60.0, 61.0, 62.0, 120.0]
+    assert json.loads(state_file.read_text()) == [61.0, 62.0, 120.0]
+
+
+def test_next_limiter_times_from_the_reply_recorded_by_call_finished(tmp_path):
+    clock = FakeClock()
+    state_file = tmp_path / RATE_LIMIT_FILE_NAME
+    batch_1 = make_shared_limiter(state_file, clock)
+    batch_1.wait()  # sent at t=0
+    clock.sleep(0.4)  # the reply arrives at t=0.4
+    batch_1.call_finished()
+
+    slept = make_shared_limiter(state_file, clock).wait()
+
+    assert json.loads(state_file.read_text()) == [pytest.approx(0.4), pytest.approx(1.4)]
+    assert slept == pytest.approx(1.0)
+    assert clock.now() == pytest.approx(1.4)
+
+
+@pytest.mark.parametrize("content", ["{not json", '{"calls": [1.0]}', '[1.0, "soon"]', "[true]", "[NaN]"])
+def test_garbled_state_file_counts_as_no_calls_with_a_warning(tmp_path, caplog, content):
+    clock = FakeClock(start=1000.0)
+    state_file = tmp_path / RATE_LIMIT_FILE_NAME
+    state_file.write_text(content)
+
+    slept = make_shared_limiter(state_file, clock).wait()
+
+    assert slept == 0.0
+    assert "rate limit file" in caplog.text
+    assert json.loads(state_file.read_text()) == [1000.0]  # rewritten with the new call only
+
+
+def test_missing_state_file_counts_as_no_calls_and_is_created(tmp_path, caplog):
+    clock = FakeClock()
+    state_file = tmp_path / "state" / "nested" / RATE_LIMIT_FILE_NAME
+
+    slept = make_shared_limiter(state_file, clock).wait()
+
+    assert slept == 0.0
+    assert caplog.text == ""
+    assert json.loads(state_file.read_text()) == [0.0]
+
+
+def test_recorded_times_in_the_future_are_clamped_to_now(tmp_path):
+    # The wall clock was set back by an hour after these calls were recorded.
+    clock = FakeClock(start=1000.0)
+    state_file = tmp_path / RATE_LIMIT_FILE_NAME
+    state_file.write_text(json.dumps([4600.0]))
+
+    slept = make_shared_limiter(state_file, clock).wait()
+
+    # Treated as a call made just now: one interval of spacing, not an hour of sleep.
+    assert slept == pytest.approx(1.0)
+    assert json.loads(state_file.read_text()) == [1000.0, 1001.0]
+
+
+def test_full_window_in_the_future_waits_at_most_one_window(tmp_path):
+    clock = FakeClock(start=1000.0)
+    state_file = tmp_path / RATE_LIMIT_FILE_NAME
+    state_file.write_text(json.dumps([5000.0, 5001.0, 5002.0, 5003.0, 5004.0]))
+
+    slept = make_shared_limiter(state_file, clock).wait()
+
+    assert slept == pytest.approx(60.0)
+
+
+def test_failed_save_is_logged_and_the_call_still_goes(tmp_path, monkeypatch, caplog):
+    clock = FakeClock()
+    state_file = tmp_path / RATE_LIMIT_FILE_NAME
+    limiter = make_shared_limiter(state_file, clock)
+    limiter.wait()
+
+    def broken_replace(source, target):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(os, "replace", broken_replace)
+    slept = limiter.wait()
+
+    assert slept == 1.0  # still paced from memory
+    assert "could not save the rate limit file" in caplog.text
+    assert json.loads(state_file.read_text()) == [0.0]  # the old file is intact
+    assert sorted(path.name for path in tmp_path.iterdir()) == [RATE_LIMIT_FILE_NAME]
+
+
+def test_with_a_state_file_the_default_clock_is_the_wall_clock(tmp_path):
+    # Times in a shared file must mean the same in every process; time.monotonic's do not.
+    state_file = tmp_path / RATE_LIMIT_FILE_NAME
+    RateLimiter(calls_per_minute=5, min_interval_seconds=1.0, state_file=state_file).wait()
+
+    (recorded,) = json.loads(state_file.read_text())
+    assert abs(recorded - time.time()) < 5.0
+
+
+def test_without_a_state_file_nothing_is_written(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    clock = FakeClock()
+    first = RateLimiter(calls_per_minute=5, min_interval_seconds=1.0, clock=clock.now, sleep=clock.sleep)
+    make_calls(first, clock, 5)
+
+    second = RateLimiter(calls_per_minute=5, min_interval_seconds=1.0, clock=clock.now, sleep=clock.sleep)
+
+    assert second.wait() == 0.0  # memory only: a new limiter starts with an empty window
+    assert list(tmp_path.iterdir()) == []
+
+
+SECOND_PROCESS_SCRIPT = """
+import sys
+from pathlib import Path
+from src.ingestion.rate_limit import RateLimiter
+
+RateLimiter(calls_per_minute=100, min_interval_seconds=0.5, state_file=Path(sys.argv[1])).wait()
+"""
+
+
+def test_a_second_process_continues_the_window_of_the_first(tmp_path):
+    state_file = tmp_path / RATE_LIMIT_FILE_NAME
+    # This process makes a call on the real (wall) clock...
+    RateLimiter(calls_per_minute=100, min_interval_seconds=0.5, state_file=state_file).wait()
+
+    # ...and a new Python process (~0.1 s to start) makes the next one.
+    subprocess.run(
+        [sys.executable, "-c", SECOND_PROCESS_SCRIPT, str(state_file)],
+        cwd=PROJECT_ROOT,
+        check=True,
+        timeout=30,
+    )
+
+    first_call, second_call = json.loads(state_file.read_text())
+    assert second_call - first_call >= 0.5
 
 
 # --- DailyQuota ----------------------------------------------------------------------------
