@@ -95,13 +95,19 @@ def benchmark_symbols(count: int) -> list[str]:
     return [f"B{number:05d}" for number in range(count)]
 
 
-def sessions_back(end: date, years: float) -> tuple[date, date]:
-    """(first, last) NYSE session of the `years` years that end on the session before `end`.
+def daily_sessions(end: date) -> tuple[date, date]:
+    """The two sessions the daily benchmark adds: (warm run's session, cold run's session = end)."""
+    return nyse_calendar().previous_session(pd.Timestamp(end)).date(), end
 
-    The backfill stops one session before `end`, so the daily benchmark can add `end` itself.
+
+def sessions_back(end: date, years: float) -> tuple[date, date]:
+    """(first, last) NYSE session of the `years` years that end two sessions before `end`.
+
+    The backfill stops there, so the daily benchmark can add the two sessions of
+    `daily_sessions(end)`: one run with the warehouse file in the OS cache, one without.
     """
     calendar = nyse_calendar()
-    last = calendar.previous_session(pd.Timestamp(end)).date()
+    last = calendar.previous_session(pd.Timestamp(daily_sessions(end)[0])).date()
     first_wanted = pd.Timestamp(last) - pd.DateOffset(days=int(years * 365.25) - 1)
     first = calendar.date_to_session(first_wanted, direction="next").date()
     return first, last
@@ -269,6 +275,28 @@ def measure_loads(work: Path, clean: pd.DataFrame) -> dict[str, float]:
     if stored != len(frame):
         raise RuntimeError(f"upsert stored {stored} rows, expected {len(frame)}")
     return {"bare": bare_seconds, "first": first_seconds, "reload": reload_seconds, "rows": len(frame)}
+
+
+def read_into_os_cache(path: Path) -> None:
+    """Read a whole file once, so the OS keeps its pages in memory (the "warm" daily run)."""
+    with open(path, "rb") as handle:
+        while handle.read(16 * 1024 * 1024):
+            pass
+
+
+def drop_os_cache() -> bool:
+    """Ask Linux to drop its file cache (the "cold" daily run); False when not allowed (not root).
+
+    Dirty pages are written first (os.sync), so only clean cached pages are dropped: nothing
+    is lost, the next reads just come from the disk again.
+    """
+    os.sync()
+    try:
+        Path("/proc/sys/vm/drop_caches").write_text("3\n")
+    except OSError as exc:  # not root, or not Linux
+        logger.warning("cannot drop the OS file cache (%s): the cold daily run is skipped", exc)
+        return False
+    return True
 
 
 def measure_daily(
@@ -459,12 +487,11 @@ def run_benchmarks(args: argparse.Namespace) -> list[Row]:
     # The fetch may use more symbols than the backfill: write files for the larger number.
     file_symbols = benchmark_symbols(max(args.symbols, args.fetch_symbols))
     first, last = sessions_back(LAST_SESSION, args.years)
-    new_session = LAST_SESSION
     data_dir = work / f"data-{len(file_symbols)}x{args.years:g}"
     if not (data_dir / "COMPLETE").is_file():
-        logger.info("writing synthetic data: %d symbols, %s..%s", len(file_symbols), first, new_session)
+        logger.info("writing synthetic data: %d symbols, %s..%s", len(file_symbols), first, LAST_SESSION)
         shutil.rmtree(data_dir, ignore_errors=True)
-        write_synthetic_universe(data_dir, file_symbols, first, new_session)
+        write_synthetic_universe(data_dir, file_symbols, first, LAST_SESSION)
         (data_dir / "COMPLETE").write_text("")
     rows: list[Row] = []
 
@@ -533,32 +560,62 @@ def run_benchmarks(args: argparse.Namespace) -> list[Row]:
         )
     )
 
-    # 5. Daily incremental run on a warehouse with 1 year and one with the full years.
+    # 5. Daily incremental run on a warehouse with 1 year and one with the full years, twice
+    # (one new session each time): WARM, the whole file read into the OS cache just before,
+    # and COLD, the OS cache dropped just before (root only). A job that runs once a day meets
+    # the cold case: Linux evicts file pages nobody touched for a while (on the benchmark VM a
+    # DAMON "pageout" scheme evicts pages idle for 60 s), so docs/benchmarks.md judges that one.
     one_year_db = work / "one_year.db"
     one_year_db.unlink(missing_ok=True)
     one_first, _ = sessions_back(LAST_SESSION, 1)
     run_cli_backfill(work, one_year_db, data_dir, symbols, one_first, last, args.batch_size)
-    daily_short = measure_daily(work, one_year_db, data_dir, symbols, new_session, args.batch_size)
-    daily_long = measure_daily(work, full_db, data_dir, symbols, new_session, args.batch_size)
-    daily_ratio = daily_long / daily_short
+    warm_session, cold_session = daily_sessions(LAST_SESSION)
+    daily: dict[tuple[str, str], float] = {}
+    for cache, session in (("warm", warm_session), ("cold", cold_session)):
+        for stored, database in (("short", one_year_db), ("long", full_db)):
+            if cache == "warm":
+                read_into_os_cache(database)
+            elif not drop_os_cache():
+                break
+            daily[cache, stored] = measure_daily(work, database, data_dir, symbols, session, args.batch_size)
+    cold_measured = ("cold", "long") in daily
+    judged = "cold" if cold_measured else "warm"
+    daily_long = daily[judged, "long"]
     scaled_daily = daily_long * 5000 / len(symbols)
     rows.append(
         Row(
             "daily_incremental",
             f"daily incremental transform + load, {len(symbols):,} symbols x 1 new session "
-            f"({args.years:g} years stored; fetching excluded)",
+            f"({args.years:g} years stored, {judged} OS cache; fetching excluded)",
             "<= 30 s for 5,000 symbols",
             f"{daily_long:.2f} s (scaled to 5,000 symbols: {scaled_daily:.1f} s)",
             scaled_daily <= 30.0,
         )
     )
+    what = f"the same daily run: {args.years:g} years stored vs 1 year stored"
+    if cold_measured:
+        cold_ratio = daily["cold", "long"] / daily["cold", "short"]
+        cold_result = f"{cold_ratio:.2f}x ({daily['cold', 'long']:.2f} s vs {daily['cold', 'short']:.2f} s)"
+        cold_met = cold_ratio <= 1.2
+    else:
+        cold_result, cold_met = "not measured: dropping the OS cache needs root", None
     rows.append(
         Row(
             "daily_long_vs_short",
-            f"the same daily run: {args.years:g} years stored vs 1 year stored",
+            f"{what}, cold OS cache (the daily job's case)",
             "ratio <= 1.2",
-            f"{daily_ratio:.2f}x ({daily_long:.2f} s vs {daily_short:.2f} s)",
-            daily_ratio <= 1.2,
+            cold_result,
+            cold_met,
+        )
+    )
+    warm_ratio = daily["warm", "long"] / daily["warm", "short"]
+    rows.append(
+        Row(
+            "daily_long_vs_short_warm",
+            f"{what}, warm OS cache (both files read just before: the work per symbol)",
+            "ratio <= 1.2",
+            f"{warm_ratio:.2f}x ({daily['warm', 'long']:.2f} s vs {daily['warm', 'short']:.2f} s)",
+            warm_ratio <= 1.2,
         )
     )
 
@@ -567,7 +624,7 @@ def run_benchmarks(args: argparse.Namespace) -> list[Row]:
         work,
         data_dir,
         file_symbols[: args.fetch_symbols],
-        new_session,
+        LAST_SESSION,
         args.fetch_calls_per_minute,
         args.fetch_min_interval,
         args.fetch_client_margin,
