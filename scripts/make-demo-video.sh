@@ -6,7 +6,7 @@
 #
 # Each slide is one screenshot shown for SLIDE_SECONDS (default 4) with a caption burnt in by
 # ffmpeg's drawtext (DejaVu Sans). Screenshots that do not exist are skipped, so the script also
-# works before a failure has been simulated. Needs: apt-get install -y ffmpeg fonts-dejavu-core
+# works before a failure has been simulated. Installs ffmpeg and fonts-dejavu-core when missing.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -20,8 +20,8 @@ SLIDE_SECONDS="${SLIDE_SECONDS:-4}"
 WORK="$(mktemp -d)"
 trap 'rm -rf "$WORK"' EXIT
 
-command -v ffmpeg >/dev/null || { echo "error: ffmpeg is missing; install it with: apt-get install -y ffmpeg fonts-dejavu-core" >&2; exit 1; }
-[ -f "$FONT" ] || { echo "error: font $FONT is missing; install it with: apt-get install -y fonts-dejavu-core" >&2; exit 1; }
+"$ROOT/scripts/install-debian-packages.sh" ffmpeg fonts-dejavu-core
+[ -f "$FONT" ] || { echo "error: font $FONT is missing (set FONT to a .ttf file)" >&2; exit 1; }
 
 # screenshot file | caption. The alert slide is listed but only used when its picture exists.
 SLIDES=(

@@ -17,13 +17,7 @@ VENV="${VENV_DIR:-$ROOT/.venv}"
 # The browser tests (Airflow UI, dashboard) drive Debian's Chromium through Playwright;
 # Playwright's own browser download needs the internet, so we use the distribution package.
 # curl is used by run-local.sh, which the Airflow UI test starts.
-if [ ! -x /usr/bin/chromium ] || ! command -v curl >/dev/null 2>&1; then
-  echo "==> Installing Chromium and curl from Debian for the browser tests"
-  SUDO=""
-  if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
-  $SUDO apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq chromium curl >/dev/null
-fi
+"$ROOT/scripts/install-debian-packages.sh" chromium curl
 
 # Tests must never talk to the real APIs or cloud: make sure stray settings from a
 # developer's shell or .env cannot point them anywhere but loopback.

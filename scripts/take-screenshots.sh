@@ -6,7 +6,7 @@
 #                                           # optional: a failed run and an alert to show
 #   ./scripts/take-screenshots.sh           # Airflow grid/run/graph, dashboard, alerts, analytics
 #
-# Needs Debian's Chromium (apt-get install -y chromium). Ports as in run-local.sh (AIRFLOW_PORT).
+# Installs Debian's Chromium when it is missing. Ports as in run-local.sh (AIRFLOW_PORT).
 # scripts/take-screenshots.py says what each picture shows.
 set -euo pipefail
 
@@ -14,5 +14,5 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
 VENV="${VENV_DIR:-$ROOT/.venv}"
 
-[ -x /usr/bin/chromium ] || { echo "error: /usr/bin/chromium is missing; install it with: apt-get install -y chromium" >&2; exit 1; }
+"$ROOT/scripts/install-debian-packages.sh" chromium
 exec "$VENV/bin/python" scripts/take-screenshots.py "$@"

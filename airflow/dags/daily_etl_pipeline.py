@@ -36,7 +36,7 @@ prices are in the warehouse long before the next open.
 | `etl_batch.extract` | per batch: Alpha Vantage, else Yahoo; raw replies land in S3 (pool `alpha_vantage`) |
 | `etl_batch.transform` | per batch: validate, clean, indicators; processed Parquet lands in S3 |
 | `etl_batch.load` | per batch: upsert into the warehouse (pool `warehouse_writer`) |
-| `finish_run` | records the run in `pipeline_runs`, publishes metrics; **fails** if any symbol failed |
+| `finish_run` | records the run in `pipeline_runs`, publishes metrics; **fails** (no retries) if a symbol failed |
 | `check_data_quality` | checks the loaded day (fresh, complete, sane); a failed check sends a Slack alert |
 
 **Which day?** The run fetches the latest NYSE session that had closed at the run's logical
@@ -200,19 +200,27 @@ def daily_etl_pipeline():
 
     @task
     def finish_run(symbols: list[str], run: dict, extract_results, load_results, run_id=None) -> dict:
-        """Record the run's outcome and metrics; fails (and alerts) if any symbol failed."""
+        """Record the run's outcome and metrics; fails (and alerts) at once if any symbol failed."""
+        from airflow.sdk.exceptions import AirflowFailException
+
         from src.config import load_settings
+        from src.pipeline_steps import PipelineRunFailed
         from src.pipeline_steps import finish_run as record_finish
 
-        return record_finish(
-            run_id,
-            run["run_date"],
-            symbols,
-            all_batches(extract_results),
-            all_batches(load_results),
-            run["started_at"],
-            load_settings(),
-        )
+        try:
+            return record_finish(
+                run_id,
+                run["run_date"],
+                symbols,
+                all_batches(extract_results),
+                all_batches(load_results),
+                run["started_at"],
+                load_settings(),
+            )
+        except PipelineRunFailed as exc:
+            # Missing symbols are a fact about this run, not a hiccup: a retry would record the
+            # same outcome again and only delay the alert. AirflowFailException skips the retries.
+            raise AirflowFailException(f"PipelineRunFailed: {exc}") from exc
 
     @task
     def check_data_quality(symbols: list[str], run: dict, run_id=None) -> dict:
