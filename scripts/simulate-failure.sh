@@ -62,7 +62,7 @@ run_alpha_vantage_only() {
       \"conf\": {\"source\": \"alpha_vantage\", \"symbols\": $symbols_json, \"start\": \"$start\"}}" \
     | json_field dag_run_id)"
   log "Triggered run $run_id (source alpha_vantage only, symbols $FAILURE_SYMBOLS, from $start)"
-  log "Watch it at $UI_URL/dags/$DAG_ID (failed tasks retry twice before they fail for good)"
+  log "Watch it at $UI_URL/dags/$DAG_ID (the HTTP helper retries each call; then finish_run fails the run at once)"
   state="$(wait_for_run "$run_id")"
   log "Run $run_id ended: $state"
   if [ "$(alert_count)" -gt "$alerts_before" ]; then
