@@ -13,7 +13,8 @@ What it measures (docs/benchmarks.md explains each row):
 3. the SQLite upsert (`load_batch`) against a bare `executemany` INSERT of the same rows;
 4. reloading the same rows (every row a conflict) against the first load;
 5. the daily incremental run (one new session for every symbol; fetching excluded) on a
-   warehouse holding 1 year and one holding Y years;
+   warehouse holding 1 year and one holding Y years, once with the file in the OS cache (warm)
+   and once with the cache dropped first (cold; needs root);
 6. fetching symbols from the mock Alpha Vantage server that enforces the rate limits, against
    the least time those limits allow;
 7. the Airflow DAG (measured by the local-stack run; taken from docs/local-stack.md).
