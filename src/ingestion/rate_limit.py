@@ -50,6 +50,27 @@ RATE_LIMIT_FILE_NAME = "alpha_vantage_recent_calls.json"
 EASTERN = ZoneInfo("America/New_York")
 
 
+def _read_json_file(path: Path, name: str, fallback: str) -> tuple[bool, object]:
+    """Read a small JSON state file (the counterpart of `_write_json_atomically`).
+
+    Args:
+        path: the file to read.
+        name: how the warning calls the file, e.g. "quota file".
+        fallback: what the caller does instead, for the warning, e.g. "ignoring it".
+
+    Returns:
+        (True, data) when the file was read; (False, None) when it is missing (silently) or
+        unreadable / not JSON (logged as a warning).
+    """
+    try:
+        return True, json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return False, None
+    except (OSError, ValueError) as exc:
+        logger.warning("%s %s is unreadable (%s); %s", name, path, exc, fallback)
+        return False, None
+
+
 def _write_json_atomically(path: Path, data: object) -> None:
     """Write `data` as JSON to `path` so that readers see either the old file or the new one.
 
@@ -131,12 +152,8 @@ class RateLimiter:
             The recorded times, or None when there is no usable file (missing, unreadable or
             garbled; the last two are logged as a warning).
         """
-        try:
-            recorded = json.loads(self.state_file.read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            return None
-        except (OSError, ValueError) as exc:
-            logger.warning("rate limit file %s is unreadable (%s); ignoring it", self.state_file, exc)
+        found, recorded = _read_json_file(self.state_file, "rate limit file", "ignoring it")
+        if not found:
             return None
         # Expect a list of plain numbers (bool is a kind of int in Python, so refuse it by name).
         if not isinstance(recorded, list) or not all(
@@ -284,12 +301,8 @@ class DailyQuota:
         """Return today's state {"day", "calls", "exhausted"}; a state from another day starts over."""
         day = self._today().isoformat()
         fresh = {"day": day, "calls": 0, "exhausted": False}
-        try:
-            state = json.loads(self.path.read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            return fresh
-        except (OSError, ValueError) as exc:
-            logger.warning("quota file %s is unreadable (%s); starting today's count at 0", self.path, exc)
+        found, state = _read_json_file(self.path, "quota file", "starting today's count at 0")
+        if not found:
             return fresh
         if not isinstance(state, dict) or state.get("day") != day:
             return fresh  # a new day: the count resets
