@@ -131,6 +131,7 @@ def run_pipeline(
 
     from src.batch_preparation import prepare_batch, prepare_in_background
     from src.pipeline_steps import make_batches
+    from src.storage.loader import prefetch_ahead
     from src.storage.warehouse import open_warehouse
 
     sources = sources or list(settings.data_sources)
@@ -166,7 +167,8 @@ def run_pipeline(
         # they are built once at the end (see sqlite_warehouse.begin_bulk_load).
         bulk_load = warehouse.begin_bulk_load()
         with tqdm(total=len(symbols), unit="symbol", disable=not show_progress, file=sys.stderr) as progress:
-            for prepared in prepared_batches:
+            # While a batch loads, the next batch's warehouse pages are read in the background.
+            for prepared in prefetch_ahead(warehouse, batches, prepared_batches, start.isoformat()):
                 load_prepared_batch(prepared, warehouse, summary)
                 progress.update(len(prepared.symbols))
         if bulk_load:

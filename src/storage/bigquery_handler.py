@@ -33,6 +33,7 @@ import io
 import json
 import logging
 import uuid
+from concurrent.futures import Future
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 
@@ -561,6 +562,19 @@ def begin_bulk_load(wh: BigQueryWarehouse) -> bool:
 
 def end_bulk_load(wh: BigQueryWarehouse) -> None:
     """Nothing to do after a big load (see `begin_bulk_load`)."""
+
+
+def start_prefetch(wh: BigQueryWarehouse, symbols: list[str], before: str, rows: int) -> Future:
+    """Nothing to read ahead: BigQuery has no local file whose pages a load could wait for.
+
+    (The SQLite warehouse reads the next batch's pages into the OS cache here; see sqlite_warehouse.)
+
+    Returns:
+        A Future that is already done, with 0 rows read.
+    """
+    done: Future = Future()
+    done.set_result(0)
+    return done
 
 
 def read_prices(wh: BigQueryWarehouse, symbols: list[str], start: str, end: str) -> pd.DataFrame:

@@ -9,11 +9,15 @@ For one batch of symbols it
 3. recomputes the weekly and monthly bars of the periods the new rows touch;
 4. writes prices, indicators, aggregates and quarantined rows with one `load_batch` call
    (one transaction in SQLite: a crash never leaves half a batch), then refreshes dimensions.
+
+A run of many batches goes through `prefetch_ahead`, which reads the next batch's warehouse
+pages in the background while the current batch loads.
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterable, Iterator
 from datetime import date, timedelta
 
 import pandas as pd
@@ -118,3 +122,33 @@ def load_clean_prices(
         warehouse.refresh_dim_symbol(symbols, sources)
     logger.info("load: run %s wrote %s", run_id, written)
     return written
+
+
+def prefetch_ahead(warehouse: Warehouse, batches: list[list[str]], items: Iterable, before: str) -> Iterator:
+    """Yield `items` one by one (one per batch), with the warehouse pages of the NEXT batch being read meanwhile.
+
+    While the caller loads batch i, `warehouse.start_prefetch` reads the pages batch i+1 will
+    need (SQLite: into the OS cache; BigQuery: nothing to do). Batch i is handed over only when
+    its own prefetch has finished, so two prefetches never compete for the disk. On a 20-year
+    SQLite warehouse that Linux has evicted from its cache this takes the daily run from about
+    30 s to about 20 s, the same as on a 1-year warehouse (docs/benchmarks.md).
+
+    Args:
+        warehouse: the open warehouse.
+        batches: the symbols of each batch, in the order the items come.
+        items: one item per batch, e.g. the prepared batches, or the batches themselves.
+        before: 'YYYY-MM-DD', the first date the run loads.
+
+    Example:
+        >>> for prepared in prefetch_ahead(warehouse, batches, prepared_batches, "2024-07-01"):
+        ...     load_prepared_batch(prepared, warehouse, summary)
+    """
+    if not batches:
+        yield from items
+        return
+    pending = warehouse.start_prefetch(batches[0], before, LOOKBACK_ROWS)
+    for index, item in enumerate(items):
+        pending.result()  # this batch's pages are read (a failed prefetch only logs a warning)
+        if index + 1 < len(batches):
+            pending = warehouse.start_prefetch(batches[index + 1], before, LOOKBACK_ROWS)
+        yield item

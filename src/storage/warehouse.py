@@ -2,8 +2,8 @@
 
 `sqlite_warehouse` and `bigquery_handler` expose the same functions (`create_schema`,
 `load_batch`, `read_history_tail`, `read_prices`, `record_run`, `query`, `refresh_dim_symbol`,
-`ensure_dim_date`, `begin_bulk_load`, `end_bulk_load`), each taking its own connection handle
-first. `Warehouse` bundles the chosen module with its open handle, so callers write
+`ensure_dim_date`, `begin_bulk_load`, `end_bulk_load`, `start_prefetch`), each taking its own
+connection handle first. `Warehouse` bundles the chosen module with its open handle, so callers write
 `warehouse.load_batch(frames)`.
 
 Example:
@@ -12,6 +12,8 @@ Example:
 """
 
 from __future__ import annotations
+
+from concurrent.futures import Future
 
 import pandas as pd
 
@@ -37,6 +39,9 @@ class Warehouse:
 
     def end_bulk_load(self) -> None:
         self.module.end_bulk_load(self.handle)
+
+    def start_prefetch(self, symbols: list[str], before: str, rows: int) -> Future:
+        return self.module.start_prefetch(self.handle, symbols, before, rows)
 
     def read_history_tail(self, symbols: list[str], before: str, rows: int) -> pd.DataFrame:
         return self.module.read_history_tail(self.handle, symbols, before, rows)
