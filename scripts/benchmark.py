@@ -13,8 +13,8 @@ What it measures (docs/benchmarks.md explains each row):
 3. the SQLite upsert (`load_batch`) against a bare `executemany` INSERT of the same rows;
 4. reloading the same rows (every row a conflict) against the first load;
 5. the daily incremental run (one new session for every symbol; fetching excluded) on a
-   warehouse holding 1 year and one holding Y years, once with the file in the OS cache (warm)
-   and once with the cache dropped first (cold; needs root);
+   warehouse holding 1 year and one holding Y years, with the file in the OS cache (warm) and
+   with the cache dropped first (cold; needs root), each --repeats times (fastest kept);
 6. fetching symbols from the mock Alpha Vantage server that enforces the rate limits, against
    the least time those limits allow;
 7. the Airflow DAG (measured by the local-stack run; taken from docs/local-stack.md).
@@ -96,19 +96,23 @@ def benchmark_symbols(count: int) -> list[str]:
     return [f"B{number:05d}" for number in range(count)]
 
 
-def daily_sessions(end: date) -> tuple[date, date]:
-    """The two sessions the daily benchmark adds: (warm run's session, cold run's session = end)."""
-    return nyse_calendar().previous_session(pd.Timestamp(end)).date(), end
+def daily_sessions(end: date, runs: int) -> list[date]:
+    """The last `runs` NYSE sessions up to `end`, oldest first: the daily benchmark adds one per run."""
+    calendar = nyse_calendar()
+    sessions = [pd.Timestamp(end)]
+    while len(sessions) < runs:
+        sessions.insert(0, calendar.previous_session(sessions[0]))
+    return [session.date() for session in sessions]
 
 
-def sessions_back(end: date, years: float) -> tuple[date, date]:
-    """(first, last) NYSE session of the `years` years that end two sessions before `end`.
+def sessions_back(end: date, years: float, daily_runs: int) -> tuple[date, date]:
+    """(first, last) NYSE session of the `years` years that end `daily_runs` sessions before `end`.
 
-    The backfill stops there, so the daily benchmark can add the two sessions of
-    `daily_sessions(end)`: one run with the warehouse file in the OS cache, one without.
+    The backfill stops there, so each run of the daily benchmark can add a new session of
+    `daily_sessions(end, daily_runs)` (warm and cold runs, on both warehouses, `--repeats` times).
     """
     calendar = nyse_calendar()
-    last = calendar.previous_session(pd.Timestamp(daily_sessions(end)[0])).date()
+    last = calendar.previous_session(pd.Timestamp(daily_sessions(end, daily_runs)[0])).date()
     first_wanted = pd.Timestamp(last) - pd.DateOffset(days=int(years * 365.25) - 1)
     first = calendar.date_to_session(first_wanted, direction="next").date()
     return first, last
@@ -489,7 +493,9 @@ def run_benchmarks(args: argparse.Namespace) -> list[Row]:
     symbols = benchmark_symbols(args.symbols)
     # The fetch may use more symbols than the backfill: write files for the larger number.
     file_symbols = benchmark_symbols(max(args.symbols, args.fetch_symbols))
-    first, last = sessions_back(LAST_SESSION, args.years)
+    # Warm and cold, `repeats` times each: every daily run adds its own new session.
+    daily_runs = 2 * args.repeats
+    first, last = sessions_back(LAST_SESSION, args.years, daily_runs)
     data_dir = work / f"data-{len(file_symbols)}x{args.years:g}"
     if not (data_dir / "COMPLETE").is_file():
         logger.info("writing synthetic data: %d symbols, %s..%s", len(file_symbols), first, LAST_SESSION)
@@ -563,24 +569,30 @@ def run_benchmarks(args: argparse.Namespace) -> list[Row]:
         )
     )
 
-    # 5. Daily incremental run on a warehouse with 1 year and one with the full years, twice
-    # (one new session each time): WARM, the whole file read into the OS cache just before,
-    # and COLD, the OS cache dropped just before (root only). A job that runs once a day meets
-    # the cold case: Linux evicts file pages nobody touched for a while (on the benchmark VM a
-    # DAMON "pageout" scheme evicts pages idle for 60 s), so docs/benchmarks.md judges that one.
+    # 5. Daily incremental run on a warehouse with 1 year and one with the full years: WARM,
+    # the whole file read into the OS cache just before, and COLD, the OS cache dropped just
+    # before (root only); each `repeats` times, one new session per run, and the fastest of
+    # each kept (like best_of). A job that runs once a day meets the cold case: Linux evicts
+    # file pages nobody touched for a while (on the benchmark VM a DAMON "pageout" scheme
+    # evicts pages idle for 60 s), so docs/benchmarks.md judges that one.
     one_year_db = work / "one_year.db"
     one_year_db.unlink(missing_ok=True)
-    one_first, _ = sessions_back(LAST_SESSION, 1)
+    one_first, _ = sessions_back(LAST_SESSION, 1, daily_runs)
     run_cli_backfill(work, one_year_db, data_dir, symbols, one_first, last, args.batch_size)
-    warm_session, cold_session = daily_sessions(LAST_SESSION)
+    new_sessions = iter(daily_sessions(LAST_SESSION, daily_runs))
     daily: dict[tuple[str, str], float] = {}
-    for cache, session in (("warm", warm_session), ("cold", cold_session)):
-        for stored, database in (("short", one_year_db), ("long", full_db)):
-            if cache == "warm":
-                read_into_os_cache(database)
-            elif not drop_os_cache():
-                break
-            daily[cache, stored] = measure_daily(work, database, data_dir, symbols, session, args.batch_size)
+    can_drop_cache = True
+    for _repeat in range(args.repeats):
+        for cache in ("warm", "cold"):
+            session = next(new_sessions)  # both warehouses get the same new session
+            for stored, database in (("short", one_year_db), ("long", full_db)):
+                if cache == "warm":
+                    read_into_os_cache(database)
+                elif not can_drop_cache or not drop_os_cache():
+                    can_drop_cache = False
+                    continue
+                seconds = measure_daily(work, database, data_dir, symbols, session, args.batch_size)
+                daily[cache, stored] = min(seconds, daily.get((cache, stored), seconds))
     cold_measured = ("cold", "long") in daily
     judged = "cold" if cold_measured else "warm"
     daily_long = daily[judged, "long"]
@@ -589,7 +601,7 @@ def run_benchmarks(args: argparse.Namespace) -> list[Row]:
         Row(
             "daily_incremental",
             f"daily incremental transform + load, {len(symbols):,} symbols x 1 new session "
-            f"({args.years:g} years stored, {judged} OS cache; fetching excluded)",
+            f"({args.years:g} years stored, {judged} OS cache, fastest of {args.repeats}; fetching excluded)",
             "<= 30 s for 5,000 symbols",
             f"{daily_long:.2f} s (scaled to 5,000 symbols: {scaled_daily:.1f} s)",
             scaled_daily <= 30.0,
@@ -605,7 +617,7 @@ def run_benchmarks(args: argparse.Namespace) -> list[Row]:
     rows.append(
         Row(
             "daily_long_vs_short",
-            f"{what}, cold OS cache (the daily job's case)",
+            f"{what}, cold OS cache (the daily job's case), fastest of {args.repeats} each",
             "ratio <= 1.2",
             cold_result,
             cold_met,
@@ -615,7 +627,7 @@ def run_benchmarks(args: argparse.Namespace) -> list[Row]:
     rows.append(
         Row(
             "daily_long_vs_short_warm",
-            f"{what}, warm OS cache (both files read just before: the work per symbol)",
+            f"{what}, warm OS cache (both files read just before: the work per symbol), fastest of {args.repeats} each",
             "ratio <= 1.2",
             f"{warm_ratio:.2f}x ({daily['warm', 'long']:.2f} s vs {daily['warm', 'short']:.2f} s)",
             warm_ratio <= 1.2,
