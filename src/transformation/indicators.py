@@ -188,12 +188,14 @@ def rsi_wilder(
     values = close.to_numpy(dtype="float64")
     block_starts = _blocks_or_one(block_starts, len(values))
     rows_into_block = _rows_into_block(block_starts)
-    positions = np.arange(len(values))
 
-    change = np.full(len(values), np.nan)
-    change[1:] = np.diff(values)
+    change = np.diff(values, prepend=np.nan)
     change[rows_into_block == 0] = np.nan  # a symbol's first row has no previous close
-    moves = np.column_stack([np.maximum(change, 0.0), np.maximum(-change, 0.0)])  # gain, loss
+    # Gains in column 0, losses in column 1. Fortran order keeps each column in one piece of
+    # memory, which is how pandas stores a DataFrame's columns (no copy when smoothing).
+    moves = np.empty((len(values), 2), order="F")
+    np.maximum(change, 0.0, out=moves[:, 0])
+    np.maximum(-change, 0.0, out=moves[:, 1])
 
     # Wilder's seed, on row `period` of every symbol long enough: the simple mean of the moves
     # on rows 1..period. `window` holds, for each seed row, the positions of those rows, so
@@ -210,17 +212,17 @@ def rsi_wilder(
         start_rows = np.concatenate([start_rows[~seeded_anyway], stored_rows])
         start_values = np.concatenate([start_values[~seeded_anyway], stored[stored_rows]])
 
-    # The series to smooth: NaN before the start row, the start value on it, the daily moves
-    # after it. "After it" = the last start row seen so far (a running maximum) is in this
-    # row's own symbol block.
+    # The series to smooth (built in place in `moves`, which is not needed any more): NaN
+    # before the start row, the start value on it, the daily moves after it. "After it" = the
+    # last start row seen so far (a running maximum) is in this row's own symbol block.
     is_start_row = np.zeros(len(values), dtype=bool)
     is_start_row[start_rows] = True
-    last_start_row = np.maximum.accumulate(np.where(is_start_row, positions, -1))
-    to_smooth = np.where((last_start_row >= block_starts)[:, None], moves, np.nan)
+    last_start_row = np.maximum.accumulate(np.where(is_start_row, np.arange(len(values)), -1))
+    to_smooth = moves
+    to_smooth[last_start_row < block_starts] = np.nan
     to_smooth[start_rows] = start_values
 
-    avg_gain = _wilder_smoothing(to_smooth[:, 0], rows_into_block, period)
-    avg_loss = _wilder_smoothing(to_smooth[:, 1], rows_into_block, period)
+    avg_gain, avg_loss = _wilder_smoothing(to_smooth, block_starts, period).T
 
     total = avg_gain + avg_loss
     with np.errstate(divide="ignore", invalid="ignore"):
@@ -232,29 +234,26 @@ def rsi_wilder(
     )
 
 
-def _wilder_smoothing(to_smooth: np.ndarray, rows_into_block: np.ndarray, period: int) -> np.ndarray:
+def _wilder_smoothing(to_smooth: np.ndarray, block_starts: np.ndarray, period: int) -> np.ndarray:
     """Wilder's running average avg_t = ((period - 1) * avg_{t-1} + x_t) / period, per symbol.
 
-    `to_smooth` is NaN before each symbol's start row and holds the start value on it.
+    `to_smooth` has one column per series to smooth (here: gains and losses). Each column is
+    NaN before each symbol's start row and holds the start value on it.
 
     Why pandas ewm gives exactly this recursion: ewm(alpha=a, adjust=False) computes
         y_t = (1 - a) * y_{t-1} + a * x_t, starting from y = the first non-NaN x.
     With a = 1/period that is y_t = ((period - 1) * y_{t-1} + x_t) / period, and the first
     non-NaN x is the start value; the NaN rows before it stay NaN (the warm-up).
 
-    The recursion must restart for every symbol. DataFrame.ewm runs down each column on its
-    own, so we lay the rows out as a grid with one column per symbol (row k of the grid =
-    the symbol's k-th row), smooth all columns in one call, and read the values back.
-    Short symbols leave NaN at the bottom of their column, which nothing reads.
+    The recursion must restart for every symbol, so we group the rows by their block start
+    (one value per symbol) and let `groupby(...).ewm` smooth each group on its own. The rows
+    are already grouped by symbol, so `sort=False` keeps them in their order and the result
+    lines up with the input row for row.
     """
     if len(to_smooth) == 0:
         return to_smooth.copy()
-    symbol_number = np.cumsum(rows_into_block == 0) - 1
-    # Fortran order (column by column in memory) is the layout ewm walks through.
-    grid = np.full((rows_into_block.max() + 1, symbol_number[-1] + 1), np.nan, order="F")
-    grid[rows_into_block, symbol_number] = to_smooth
-    smoothed = pd.DataFrame(grid, copy=False).ewm(alpha=1.0 / period, adjust=False).mean().to_numpy()
-    return smoothed[rows_into_block, symbol_number]
+    smoothed = pd.DataFrame(to_smooth).groupby(block_starts, sort=False).ewm(alpha=1.0 / period, adjust=False)
+    return smoothed.mean().to_numpy()
 
 
 def vwap_rolling(
