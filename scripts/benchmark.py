@@ -316,27 +316,42 @@ def drop_os_cache() -> bool:
     return True
 
 
-def measure_daily(
-    work: Path, sqlite_path: Path, data_dir: Path, symbols: list[str], session: date, batch_size: int
-) -> float:
-    """Time transform + load of one new session for every symbol on an existing warehouse.
+def fetch_daily_rows(work: Path, data_dir: Path, symbols: list[str], sessions: list[date]) -> pd.DataFrame:
+    """Fetch (file source) every symbol's rows for the daily runs' new sessions, all at once.
 
-    Fetching (reading the CSV files) happens first and is not timed: the target is about the
-    work the pipeline does with the data, and a real run fetches from an API anyway.
+    The file source reads each symbol's whole CSV to keep the rows asked for: on 20 years of
+    5,000 symbols that takes minutes, so it is done once for all the daily runs, not per run.
     """
     settings = load_settings(
-        overrides={
-            "DATA_SOURCES": "file",
-            "FILE_SOURCE_DIR": str(data_dir),
-            "SQLITE_PATH": str(sqlite_path),
-            "STATE_DIR": str(work / "state"),
-            "WAREHOUSE_BACKEND": "sqlite",
-        }
+        overrides={"DATA_SOURCES": "file", "FILE_SOURCE_DIR": str(data_dir), "STATE_DIR": str(work / "state")}
     )
-    results, failures = fetch_batch(symbols, session, session, settings, sources=["file"])
+    results, failures = fetch_batch(symbols, min(sessions), max(sessions), settings, sources=["file"])
     if failures:
         raise RuntimeError(f"daily fetch failed for {len(failures)} symbols, e.g. {next(iter(failures.items()))}")
-    raw = pd.concat([result.prices for result in results], ignore_index=True)
+    return pd.concat([result.prices for result in results], ignore_index=True)
+
+
+def measure_daily(work: Path, sqlite_path: Path, new_rows: pd.DataFrame, session: date, batch_size: int) -> float:
+    """Time transform + load of one new session for every symbol on an existing warehouse.
+
+    Fetching happened before (`fetch_daily_rows`) and is not timed: the target is about the
+    work the pipeline does with the data, and a real run fetches from an API anyway.
+
+    Args:
+        work: the benchmark's work directory (for the run's state files).
+        sqlite_path: the warehouse to add the session to.
+        new_rows: fetched prices; only the rows of `session` are used.
+        session: the new trading day.
+        batch_size: symbols per batch, as in the CLI.
+
+    Returns:
+        Seconds from the first batch's transform to the last batch's commit.
+    """
+    settings = load_settings(
+        overrides={"SQLITE_PATH": str(sqlite_path), "STATE_DIR": str(work / "state"), "WAREHOUSE_BACKEND": "sqlite"}
+    )
+    raw = new_rows[pd.to_datetime(new_rows["trade_date"]).dt.date == session]
+    symbols = list(raw["symbol"].unique())
     warehouse = open_warehouse(settings)
     try:
         began = time.perf_counter()
@@ -593,7 +608,9 @@ def run_benchmarks(args: argparse.Namespace) -> list[Row]:
     one_year_db.unlink(missing_ok=True)
     one_first, _ = sessions_back(LAST_SESSION, 1, daily_runs)
     run_cli_backfill(work, one_year_db, data_dir, symbols, one_first, last, args.batch_size)
-    new_sessions = iter(daily_sessions(LAST_SESSION, daily_runs))
+    sessions = daily_sessions(LAST_SESSION, daily_runs)
+    new_rows = fetch_daily_rows(work, data_dir, symbols, sessions)
+    new_sessions = iter(sessions)
     daily: dict[tuple[str, str], float] = {}
     can_drop_cache = True
     for _repeat in range(args.repeats):
@@ -605,7 +622,7 @@ def run_benchmarks(args: argparse.Namespace) -> list[Row]:
                 elif not can_drop_cache or not drop_os_cache():
                     can_drop_cache = False
                     continue
-                seconds = measure_daily(work, database, data_dir, symbols, session, args.batch_size)
+                seconds = measure_daily(work, database, new_rows, session, args.batch_size)
                 daily[cache, stored] = min(seconds, daily.get((cache, stored), seconds))
     cold_measured = ("cold", "long") in daily
     judged = "cold" if cold_measured else "warm"
