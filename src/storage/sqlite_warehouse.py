@@ -24,10 +24,11 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import math
 import sqlite3
 from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
 import pandas as pd
@@ -796,14 +797,24 @@ def read_history_tail(conn: sqlite3.Connection, symbols: list[str], before: str,
 # at a time, but ~19,000 with 4 in flight and ~29,000 with 16 (docs/benchmarks.md).
 PREFETCH_THREADS = 8
 
+# The prefetch reads a symbol's lookback as "the rows of the last rows * 1.5 calendar days"
+# (200 rows -> 300 days, which hold >= 200 NYSE sessions: a year has ~252 sessions in 365
+# days). Why not "the last 200 rows" like the load: that query walks the B-tree backwards, and
+# Linux only reads ahead of files read forwards. Forwards, a symbol's ~7 pages come in one or
+# two large reads instead of one read each: on the 20-year benchmark file 59,000 reads instead
+# of 75,000 (docs/benchmarks.md). A symbol with gaps may have fewer rows in that span; the load
+# then reads the few older pages itself.
+CALENDAR_DAYS_PER_SESSION = 1.5
+
 # What loading one symbol reads from each table (see loader.build_load_frames and
 # load_batch's upserts), as COUNT queries: SQLite reads the same pages, but no rows travel
-# back to Python. Parameters: :symbol, :before (the first new date) and :rows (the lookback).
+# back to Python. Parameters: :symbol, :before (the first new date), :since (the first date
+# of the lookback span, see CALENDAR_DAYS_PER_SESSION) and :rows (the lookback).
 PREFETCH_SQL = (
-    # the lookback before the new rows (read_history_tail, read_prices): its last page is
-    # also where the new prices go
-    """SELECT COUNT(*) FROM (SELECT close FROM fact_daily_prices
-       WHERE symbol = :symbol AND trade_date < :before ORDER BY trade_date DESC LIMIT :rows)""",
+    # the lookback before the new rows (read_history_tail, read_prices), read forwards: its
+    # last page is also where the new prices go
+    """SELECT COUNT(*) FROM fact_daily_prices
+       WHERE symbol = :symbol AND trade_date >= :since AND trade_date < :before""",
     # stored rows on or after the first new date (read_prices; a rerun replaces them)
     """SELECT COUNT(*) FROM (SELECT close FROM fact_daily_prices
        WHERE symbol = :symbol AND trade_date >= :before LIMIT :rows)""",
@@ -878,6 +889,17 @@ def prefetch_pages(database_file: str, symbols: list[str], before: str, rows: in
         return sum(counted)
 
 
+def prefetch_since(before: str, rows: int) -> str:
+    """The first date of the span the prefetch reads as a symbol's lookback of `rows` rows.
+
+    Example:
+        >>> prefetch_since("2024-07-01", 200)  # 300 calendar days earlier
+        '2023-09-05'
+    """
+    span_days = math.ceil(rows * CALENDAR_DAYS_PER_SESSION)
+    return (date.fromisoformat(before) - timedelta(days=span_days)).isoformat()
+
+
 def _prefetch_share(database_file: str, symbols: list[str], before: str, rows: int) -> int:
     """Run PREFETCH_SQL for some symbols on a connection of its own; returns the rows counted."""
     counted = 0
@@ -885,8 +907,9 @@ def _prefetch_share(database_file: str, symbols: list[str], before: str, rows: i
         # Read-only (mode=ro): a prefetch can never write, nor create an empty file by mistake.
         conn = sqlite3.connect(f"{Path(database_file).as_uri()}?mode=ro", uri=True, isolation_level=None)
         try:
+            since = prefetch_since(before, rows)
             for symbol in symbols:
-                params = {"symbol": symbol, "before": before, "rows": rows}
+                params = {"symbol": symbol, "before": before, "since": since, "rows": rows}
                 for sql in PREFETCH_SQL:
                     counted += conn.execute(sql, params).fetchone()[0]
         finally:

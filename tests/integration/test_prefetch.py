@@ -17,6 +17,7 @@ import pytest
 from src.config import load_settings
 from src.storage import bigquery_handler
 from src.storage import sqlite_warehouse as wh
+from src.storage.calendar_dim import build_dim_date
 from src.storage.loader import load_clean_prices, prefetch_ahead
 from src.storage.schema import TABLES
 from src.storage.warehouse import open_warehouse
@@ -57,17 +58,32 @@ def test_prefetch_counts_the_rows_a_load_of_those_symbols_reads(warehouse, clean
     rows = 3
     counted = wh.start_prefetch(warehouse.handle, [*SYMBOLS, "NODATA"], before=FIRST_NEW_DAY, rows=rows).result()
 
-    # Per stored symbol: the `rows` sessions before the new day and (a rerun) up to `rows` on or
-    # after it, the indicator row before it, and the 2 latest weekly and monthly bars.
-    per_symbol = rows + rows + 1 + 2 + 2
+    # Per stored symbol: the sessions of the last ceil(rows * 1.5) calendar days before the new
+    # day (read forwards, so the OS reads ahead), up to `rows` on or after it (a rerun), the
+    # indicator row before it, and the 2 latest weekly and monthly bars.
+    since = wh.prefetch_since(FIRST_NEW_DAY, rows)
+    assert since == "2012-06-24"  # a Sunday: the span holds Mon 06-25 .. Thu 06-28
+    lookback = clean_2012["trade_date"].between(since, FIRST_NEW_DAY, inclusive="left").groupby(clean_2012["symbol"])
+    assert lookback.sum().tolist() == [4, 4, 4]  # at least `rows`, as the load needs
+    per_symbol = 4 + rows + 1 + 2 + 2
     assert counted == per_symbol * len(SYMBOLS)
     assert (clean_2012["trade_date"] >= FIRST_NEW_DAY).groupby(clean_2012["symbol"]).sum().min() >= rows
+
+
+def test_the_prefetch_span_holds_a_full_lookback_in_every_year():
+    # 200 rows -> 300 calendar days; every such span since 2000 holds >= 200 NYSE sessions,
+    # so for a symbol without gaps the prefetch reads every page the load will read.
+    sessions = build_dim_date("2000-01-01", "2026-12-31")
+    sessions = pd.to_datetime(sessions.loc[sessions["is_trading_day"], "trade_date"])
+    for before in pd.date_range("2001-01-01", "2026-12-31", freq="7D"):
+        since = pd.Timestamp(wh.prefetch_since(before.date().isoformat(), LOOKBACK_ROWS))
+        assert ((sessions >= since) & (sessions < before)).sum() >= LOOKBACK_ROWS, before
 
 
 def test_every_prefetch_query_is_a_primary_key_search(warehouse):
     # A scan would read the whole table: the opposite of reading a few pages per symbol.
     warehouse.handle.execute("ANALYZE")
-    params = {"symbol": "AAPL", "before": FIRST_NEW_DAY, "rows": LOOKBACK_ROWS}
+    params = {"symbol": "AAPL", "before": FIRST_NEW_DAY, "since": "2011-09-03", "rows": LOOKBACK_ROWS}
     for sql in wh.PREFETCH_SQL:
         plan = [row[3] for row in warehouse.handle.execute("EXPLAIN QUERY PLAN " + sql, params)]
         # Steps that read a table (not the "SCAN (subquery-1)" over the subquery's own rows).
