@@ -24,8 +24,8 @@ NYSE sessions), not market prices; it is generated once per work folder and reus
 
 Usage:
     python scripts/benchmark.py                          # small sizes, about a minute
-    python scripts/benchmark.py --symbols 5000 --years 20 --batch-size 125 \\
-        --fetch-calls-per-minute 60 --fetch-min-interval 1.0   # the full figure (~40 min)
+    python scripts/benchmark.py --symbols 5000 --years 20 --batch-size 125 --repeats 5 \\
+        --fetch-calls-per-minute 60 --fetch-min-interval 1.0   # the full figure (~23 min)
 """
 
 from __future__ import annotations
