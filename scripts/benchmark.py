@@ -709,7 +709,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--fetch-client-margin", type=float, default=0.0, help="seconds added to the client's spacing (default none)"
     )
-    parser.add_argument("--repeats", type=int, default=3, help="timings per in-process comparison (best kept)")
+    parser.add_argument(
+        "--repeats", type=int, default=3, help="daily runs of each kind (fastest kept); indicator timings: 3x as many"
+    )
     parser.add_argument("--work-dir", help="folder for data and databases (default: a new temporary folder)")
     parser.add_argument("--out", type=Path, default=DEFAULT_REPORT, help="the Markdown report to (re)write")
     return parser
