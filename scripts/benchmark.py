@@ -56,6 +56,7 @@ from src.config import load_settings
 from src.ingestion.sources import fetch_batch
 from src.local_stack.mock_alpha_vantage import start_mock_server
 from src.local_stack.synthetic_data import write_synthetic_universe
+from src.monitoring.health_checks import recent_sessions
 from src.pipeline_steps import make_batches
 from src.storage import sqlite_warehouse
 from src.storage.calendar_dim import nyse_calendar
@@ -98,11 +99,7 @@ def benchmark_symbols(count: int) -> list[str]:
 
 def daily_sessions(end: date, runs: int) -> list[date]:
     """The last `runs` NYSE sessions up to `end`, oldest first: the daily benchmark adds one per run."""
-    calendar = nyse_calendar()
-    sessions = [pd.Timestamp(end)]
-    while len(sessions) < runs:
-        sessions.insert(0, calendar.previous_session(sessions[0]))
-    return [session.date() for session in sessions]
+    return recent_sessions(end, runs)
 
 
 def sessions_back(end: date, years: float, daily_runs: int) -> tuple[date, date]:

@@ -83,7 +83,8 @@ def test_the_prefetch_span_holds_a_full_lookback_in_every_year():
 def test_every_prefetch_query_is_a_primary_key_search(warehouse):
     # A scan would read the whole table: the opposite of reading a few pages per symbol.
     warehouse.handle.execute("ANALYZE")
-    params = {"symbol": "AAPL", "before": FIRST_NEW_DAY, "since": "2011-09-03", "rows": LOOKBACK_ROWS}
+    since = wh.prefetch_since(FIRST_NEW_DAY, LOOKBACK_ROWS)
+    params = {"symbol": "AAPL", "before": FIRST_NEW_DAY, "since": since, "rows": LOOKBACK_ROWS}
     for sql in wh.PREFETCH_SQL:
         plan = [row[3] for row in warehouse.handle.execute("EXPLAIN QUERY PLAN " + sql, params)]
         # Steps that read a table (not the "SCAN (subquery-1)" over the subquery's own rows).
