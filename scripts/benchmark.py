@@ -56,14 +56,14 @@ from src.config import load_settings
 from src.ingestion.sources import fetch_batch
 from src.local_stack.mock_alpha_vantage import start_mock_server
 from src.local_stack.synthetic_data import write_synthetic_universe
-from src.monitoring.health_checks import recent_sessions
-from src.pipeline_steps import make_batches
+from src.market_calendar import nyse_calendar, recent_sessions
+from src.steps import load_prices, make_batches
 from src.storage import sqlite_warehouse
-from src.storage.calendar_dim import nyse_calendar
-from src.storage.loader import PRICE_COLUMNS, load_clean_prices, prefetch_ahead
 from src.storage.warehouse import open_warehouse
-from src.transformation.indicators import RSI_PERIOD, SMA_WINDOWS, rsi_wilder, sma, symbol_block_starts
+from src.transformation.indicators import RSI_PERIOD, SMA_WINDOWS
+from src.transformation.indicators_vectorised import rsi_by_symbol, sma_by_symbol, symbol_block_starts
 from src.transformation.transform import transform_prices
+from src.transformation.warehouse_rows import PRICE_COLUMNS
 
 logger = logging.getLogger("benchmark")
 
@@ -234,8 +234,8 @@ def measure_indicators(clean: pd.DataFrame, rounds: int) -> dict[str, float]:
     def ours():
         blocks = symbol_block_starts(clean["symbol"])
         for window in SMA_WINDOWS:
-            sma(clean["close"], window, blocks)
-        rsi_wilder(clean["close"], RSI_PERIOD, blocks)
+            sma_by_symbol(clean["close"], window, blocks)
+        rsi_by_symbol(clean["close"], RSI_PERIOD, blocks)
 
     def with_talib():
         for _, group in clean.groupby("symbol", sort=False):
@@ -352,11 +352,9 @@ def measure_daily(work: Path, sqlite_path: Path, new_rows: pd.DataFrame, session
     warehouse = open_warehouse(settings)
     try:
         began = time.perf_counter()
-        batches = make_batches(symbols, batch_size)
-        # The same read-ahead as the CLI's run_pipeline: the next batch's pages are read while one loads.
-        for batch in prefetch_ahead(warehouse, batches, batches, session.isoformat()):
+        for batch in make_batches(symbols, batch_size):
             clean, quarantine = transform_prices(raw[raw["symbol"].isin(batch)], run_date=session)
-            load_clean_prices(warehouse, clean, quarantine, "benchmark-daily", "2026-01-02T00:00:00+00:00")
+            load_prices(warehouse, clean, quarantine, "benchmark-daily", "2026-01-02T00:00:00+00:00")
         return time.perf_counter() - began
     finally:
         warehouse.close()

@@ -18,7 +18,7 @@ OUT="${1:-$ROOT/lambda-build/transform.zip}"
 BUILD="$ROOT/lambda-build/package"
 
 # Pure-Python dependencies of the transform path that the layer does not ship.
-EXTRA_PACKAGES=(python-dotenv exchange-calendars pyluach korean-lunar-calendar toolz tzdata
+EXTRA_PACKAGES=(python-dotenv exchange-calendars pyluach korean-lunar-calendar toolz tzdata tqdm
                 requests urllib3 idna certifi charset-normalizer)
 pins=()
 for package in "${EXTRA_PACKAGES[@]}"; do
@@ -56,4 +56,4 @@ with zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as archive:
             archive.write(path, os.path.relpath(path, build))
 print(f"wrote {out} ({os.path.getsize(out) / 1e6:.1f} MB)")
 PY
-echo "Handler: src.transformation.lambda_handler.handler (attach the AWSSDKPandas-Python311 layer)"
+echo "Handler: src.lambda_handler.handler (attach the AWSSDKPandas-Python311 layer)"

@@ -155,6 +155,73 @@ def _to_list(raw: str) -> tuple[str, ...]:
     return tuple(item.strip() for item in raw.split(",") if item.strip())
 
 
+# Every environment variable the settings come from, grouped by how its text is converted:
+# variable -> the `Settings` field it sets (and, for numbers, the type and the least value).
+# A variable that is not set keeps the field's default, which is written once: in `Settings`.
+TEXT_VARIABLES = {
+    "ALPHA_VANTAGE_API_KEY": "alpha_vantage_api_key",
+    "ALPHA_VANTAGE_BASE_URL": "alpha_vantage_base_url",
+    "S3_BUCKET": "s3_bucket",
+    "AWS_DEFAULT_REGION": "aws_region",
+    "AWS_ENDPOINT_URL": "aws_endpoint_url",
+    "CLOUDWATCH_NAMESPACE": "cloudwatch_namespace",
+    "LAMBDA_FUNCTION_NAME": "lambda_function_name",
+    "GCP_PROJECT_ID": "gcp_project_id",
+    "BIGQUERY_DATASET": "bigquery_dataset",
+    "BIGQUERY_LOCATION": "bigquery_location",
+    "BIGQUERY_API_ENDPOINT": "bigquery_api_endpoint",
+    "SLACK_WEBHOOK_URL": "slack_webhook_url",
+    "AIRFLOW_BASE_URL": "airflow_base_url",
+    "LOG_LEVEL": "log_level",
+}
+NUMBER_VARIABLES = {
+    "BATCH_SIZE": ("batch_size", int, 1),
+    "ALPHA_VANTAGE_CALLS_PER_MINUTE": ("alpha_vantage_calls_per_minute", int, 1),
+    "ALPHA_VANTAGE_MIN_INTERVAL_SECONDS": ("alpha_vantage_min_interval_seconds", float, 0),
+    "ALPHA_VANTAGE_DAILY_LIMIT": ("alpha_vantage_daily_limit", int, 0),
+    "YAHOO_MAX_RETRIES": ("yahoo_max_retries", int, 1),
+    "HTTP_CONNECT_TIMEOUT": ("http_connect_timeout", float, 0.1),
+    "HTTP_READ_TIMEOUT": ("http_read_timeout", float, 0.1),
+    "HTTP_MAX_TRIES": ("http_max_tries", int, 1),
+    "HTTP_BACKOFF_SECONDS": ("http_backoff_seconds", float, 0),
+    "HTTP_MAX_RESPONSE_BYTES": ("http_max_response_bytes", int, 1024),
+    "TASK_RETRY_DELAY_SECONDS": ("task_retry_delay_seconds", int, 0),
+}
+BOOLEAN_VARIABLES = {
+    "PREPARE_IN_BACKGROUND": "prepare_in_background",
+    "ALPHA_VANTAGE_PREMIUM": "alpha_vantage_premium",
+    "S3_CREATE_BUCKET": "s3_create_bucket",
+}
+PATH_VARIABLES = {
+    "FILE_SOURCE_DIR": "file_source_dir",
+    "STATE_DIR": "state_dir",
+    "SQLITE_PATH": "sqlite_path",
+}
+LIST_VARIABLES = {
+    "DATA_SOURCES": "data_sources",
+    "SYMBOLS": "symbols",
+}
+# Variables whose value must be one of a few words (compared in lower case).
+CHOICE_VARIABLES = {
+    "WAREHOUSE_BACKEND": ("warehouse_backend", ("sqlite", "bigquery")),
+    "TRANSFORM_BACKEND": ("transform_backend", ("local", "lambda")),
+}
+# boto3's older name for the region, read when AWS_DEFAULT_REGION is not set.
+AWS_REGION_FALLBACK = "AWS_REGION"
+
+ENVIRONMENT_VARIABLES = sorted(
+    [
+        *TEXT_VARIABLES,
+        *NUMBER_VARIABLES,
+        *BOOLEAN_VARIABLES,
+        *PATH_VARIABLES,
+        *LIST_VARIABLES,
+        *CHOICE_VARIABLES,
+        AWS_REGION_FALLBACK,
+    ]
+)
+
+
 def load_settings(env_file: str | os.PathLike | None = None, overrides: dict | None = None) -> Settings:
     """Read settings from the environment (and a `.env` file) and convert their types.
 
@@ -179,71 +246,42 @@ def load_settings(env_file: str | os.PathLike | None = None, overrides: dict | N
         values.update({k: v for k, v in dotenv_values(env_file).items() if v is not None})
     values.update(os.environ)
     values.update(overrides or {})
+    if "AWS_DEFAULT_REGION" not in values and AWS_REGION_FALLBACK in values:
+        values["AWS_DEFAULT_REGION"] = values[AWS_REGION_FALLBACK]
 
-    def get(name: str, default: str) -> str:
-        return values.get(name, default)
+    chosen: dict[str, object] = {}
+    for name, field_name in TEXT_VARIABLES.items():
+        if name in values:
+            chosen[field_name] = values[name].strip()
+    for name, (field_name, kind, minimum) in NUMBER_VARIABLES.items():
+        if name in values:
+            chosen[field_name] = _to_number(name, values[name], kind, minimum)
+    for name, field_name in BOOLEAN_VARIABLES.items():
+        if name in values:
+            chosen[field_name] = _to_bool(name, values[name])
+    for name, field_name in PATH_VARIABLES.items():
+        if name in values:
+            chosen[field_name] = _to_path(values[name])
+    for name, field_name in LIST_VARIABLES.items():
+        if name in values:
+            chosen[field_name] = _to_list(values[name])
+    for name, (field_name, allowed) in CHOICE_VARIABLES.items():
+        if name in values:
+            chosen[field_name] = values[name].strip().lower()
+            if chosen[field_name] not in allowed:
+                raise ConfigurationError(f"{name} must be {' or '.join(allowed)}, got {chosen[field_name]!r}")
+    if "log_level" in chosen:
+        chosen["log_level"] = str(chosen["log_level"]).upper()
+    if "airflow_base_url" in chosen:
+        chosen["airflow_base_url"] = str(chosen["airflow_base_url"]).rstrip("/")
 
-    defaults = Settings()
-    sources = _to_list(get("DATA_SOURCES", ",".join(defaults.data_sources)))
-    unknown = [s for s in sources if s not in VALID_SOURCES]
+    sources = chosen.get("data_sources", Settings.data_sources)
+    unknown = [source for source in sources if source not in VALID_SOURCES]
     if not sources or unknown:
         raise ConfigurationError(
-            f"DATA_SOURCES must list sources from {', '.join(VALID_SOURCES)}; got {sources or 'nothing'}"
+            f"DATA_SOURCES must list sources from {', '.join(VALID_SOURCES)}; got {list(sources) or 'nothing'}"
         )
-    backend = get("WAREHOUSE_BACKEND", defaults.warehouse_backend).strip().lower()
-    if backend not in ("sqlite", "bigquery"):
-        raise ConfigurationError(f"WAREHOUSE_BACKEND must be sqlite or bigquery, got {backend!r}")
-    transform_backend = get("TRANSFORM_BACKEND", defaults.transform_backend).strip().lower()
-    if transform_backend not in ("local", "lambda"):
-        raise ConfigurationError(f"TRANSFORM_BACKEND must be local or lambda, got {transform_backend!r}")
-
-    return Settings(
-        data_sources=sources,
-        symbols=_to_list(get("SYMBOLS", DEFAULT_SYMBOLS)),
-        batch_size=int(_to_number("BATCH_SIZE", get("BATCH_SIZE", "10"), int, 1)),
-        prepare_in_background=_to_bool("PREPARE_IN_BACKGROUND", get("PREPARE_IN_BACKGROUND", "true")),
-        file_source_dir=_to_path(get("FILE_SOURCE_DIR", "data/offline")),
-        alpha_vantage_api_key=get("ALPHA_VANTAGE_API_KEY", "").strip(),
-        alpha_vantage_base_url=get("ALPHA_VANTAGE_BASE_URL", defaults.alpha_vantage_base_url).strip(),
-        alpha_vantage_calls_per_minute=int(
-            _to_number("ALPHA_VANTAGE_CALLS_PER_MINUTE", get("ALPHA_VANTAGE_CALLS_PER_MINUTE", "5"), int, 1)
-        ),
-        alpha_vantage_min_interval_seconds=float(
-            _to_number("ALPHA_VANTAGE_MIN_INTERVAL_SECONDS", get("ALPHA_VANTAGE_MIN_INTERVAL_SECONDS", "1"), float, 0)
-        ),
-        alpha_vantage_daily_limit=int(
-            _to_number("ALPHA_VANTAGE_DAILY_LIMIT", get("ALPHA_VANTAGE_DAILY_LIMIT", "25"), int, 0)
-        ),
-        alpha_vantage_premium=_to_bool("ALPHA_VANTAGE_PREMIUM", get("ALPHA_VANTAGE_PREMIUM", "false")),
-        yahoo_max_retries=int(_to_number("YAHOO_MAX_RETRIES", get("YAHOO_MAX_RETRIES", "3"), int, 1)),
-        http_connect_timeout=float(_to_number("HTTP_CONNECT_TIMEOUT", get("HTTP_CONNECT_TIMEOUT", "5"), float, 0.1)),
-        http_read_timeout=float(_to_number("HTTP_READ_TIMEOUT", get("HTTP_READ_TIMEOUT", "30"), float, 0.1)),
-        http_max_tries=int(_to_number("HTTP_MAX_TRIES", get("HTTP_MAX_TRIES", "3"), int, 1)),
-        http_backoff_seconds=float(_to_number("HTTP_BACKOFF_SECONDS", get("HTTP_BACKOFF_SECONDS", "2"), float, 0)),
-        http_max_response_bytes=int(
-            _to_number("HTTP_MAX_RESPONSE_BYTES", get("HTTP_MAX_RESPONSE_BYTES", "20000000"), int, 1024)
-        ),
-        state_dir=_to_path(get("STATE_DIR", "data/state")),
-        warehouse_backend=backend,
-        sqlite_path=_to_path(get("SQLITE_PATH", "data/warehouse.db")),
-        s3_bucket=get("S3_BUCKET", "").strip(),
-        s3_create_bucket=_to_bool("S3_CREATE_BUCKET", get("S3_CREATE_BUCKET", "true")),
-        aws_region=get("AWS_DEFAULT_REGION", get("AWS_REGION", defaults.aws_region)).strip(),
-        aws_endpoint_url=get("AWS_ENDPOINT_URL", "").strip(),
-        cloudwatch_namespace=get("CLOUDWATCH_NAMESPACE", defaults.cloudwatch_namespace).strip(),
-        transform_backend=transform_backend,
-        lambda_function_name=get("LAMBDA_FUNCTION_NAME", defaults.lambda_function_name).strip(),
-        gcp_project_id=get("GCP_PROJECT_ID", defaults.gcp_project_id).strip(),
-        bigquery_dataset=get("BIGQUERY_DATASET", defaults.bigquery_dataset).strip(),
-        bigquery_location=get("BIGQUERY_LOCATION", defaults.bigquery_location).strip(),
-        bigquery_api_endpoint=get("BIGQUERY_API_ENDPOINT", "").strip(),
-        slack_webhook_url=get("SLACK_WEBHOOK_URL", "").strip(),
-        airflow_base_url=get("AIRFLOW_BASE_URL", defaults.airflow_base_url).strip().rstrip("/"),
-        task_retry_delay_seconds=int(
-            _to_number("TASK_RETRY_DELAY_SECONDS", get("TASK_RETRY_DELAY_SECONDS", "60"), int, 0)
-        ),
-        log_level=get("LOG_LEVEL", defaults.log_level).strip().upper(),
-    )
+    return Settings(**chosen)
 
 
 def require_alpha_vantage_key(settings: Settings) -> str:

@@ -1,9 +1,10 @@
 """The daily ETL DAG: stock prices -> S3 raw zone -> transform -> warehouse, with alerts.
 
 This file only wires tasks together. Each task is a few lines that load the settings and call
-one function in `src/pipeline_steps.py`; the real work (and its tests) lives there. Nothing
-heavy happens at import time: the scheduler's DAG processor re-parses this file every few
-seconds, so pandas, boto3 and our own `src` modules are imported inside the tasks.
+one function in `src/steps.py` (the same steps the CLI runs); the real work (and its tests)
+lives there. Nothing heavy happens at import time: the scheduler's DAG processor re-parses this
+file every few seconds, so pandas, boto3 and our own `src` modules are imported inside the
+tasks and callbacks, which is why every task starts with its imports.
 
 docs/airflow.md explains the schedule, the dates a run fetches, params, backfills and pools.
 """
@@ -16,6 +17,8 @@ from datetime import timedelta
 import pendulum
 from airflow.sdk import CronTriggerTimetable, Param, dag, task, task_group
 
+# The exchange's timezone: the same value as src.market_calendar.NEW_YORK, which this file may
+# not import at parse time (tests/unit/test_dag_integrity.py checks that the two agree).
 NEW_YORK = "America/New_York"
 
 # The one environment read at parse time: a plain number, no network, no database. Every other
@@ -34,8 +37,8 @@ prices are in the warehouse long before the next open.
 | `start_run` | picks the trading day(s) to fetch and records a *running* row in `pipeline_runs` |
 | `make_batches` | splits the symbols into batches of `BATCH_SIZE`: one copy of the `etl_batch` group each |
 | `etl_batch.extract` | per batch: Alpha Vantage, else Yahoo; raw replies land in S3 (pool `alpha_vantage`) |
-| `etl_batch.transform` | per batch: validate, clean, indicators; processed Parquet lands in S3 |
-| `etl_batch.load` | per batch: upsert into the warehouse (pool `warehouse_writer`) |
+| `etl_batch.transform` | per batch: validate and clean (bad rows to quarantine); processed Parquet lands in S3 |
+| `etl_batch.load` | per batch: indicators and bars from the stored lookback, upsert (pool `warehouse_writer`) |
 | `finish_run` | records the run in `pipeline_runs`, publishes metrics; **fails** (no retries) if a symbol failed |
 | `check_data_quality` | checks the loaded day (fresh, complete, sane); a failed check sends a Slack alert |
 
@@ -69,7 +72,7 @@ def trading_day_of(dag_run) -> str:
     is the previous session. Manual runs may have no logical date in Airflow 3; then the time
     the run was queued for (`run_after`) is used.
     """
-    from src.storage.calendar_dim import latest_completed_session
+    from src.market_calendar import latest_completed_session
 
     return latest_completed_session(dag_run.logical_date or dag_run.run_after).isoformat()
 
@@ -139,16 +142,18 @@ def daily_etl_pipeline():
     @task
     def resolve_symbols(params=None) -> list[str]:
         """Validate the symbols of this run (the `symbols` param wins over the settings)."""
+        from src import steps
         from src.config import load_settings
-        from src.pipeline_steps import resolve_symbols as resolve
 
-        return resolve(params.get("symbols"), load_settings())
+        return steps.resolve_symbols(params.get("symbols"), load_settings())
 
     @task
     def start_run(symbols: list[str], params=None, dag_run=None, run_id=None) -> dict:
         """Choose the dates to fetch and record the run as running; returns them for the other tasks."""
+        from datetime import date
+
+        from src import steps
         from src.config import ConfigurationError, load_settings
-        from src.pipeline_steps import start_run as record_start
 
         trading_day = trading_day_of(dag_run)
         end = params.get("end") or trading_day
@@ -156,68 +161,74 @@ def daily_etl_pipeline():
         if start > end:  # ISO dates compare correctly as text
             raise ConfigurationError(f"param start {start} is after end {end}")
         # The run's date for S3 keys, pipeline_runs and the checks is the last day fetched.
-        started_at = record_start(run_id, end, symbols, load_settings())
-        return {"start": start, "end": end, "run_date": end, "started_at": started_at}
+        summary = steps.start_run(run_id, date.fromisoformat(end), symbols, load_settings())
+        return {"start": start, "end": end, "run_date": end, "started_at": summary.started_at}
 
     @task
     def make_batches(symbols: list[str]) -> list[list[str]]:
         """Split the symbols into batches of BATCH_SIZE: one mapped extract/transform/load each."""
+        from src import steps
         from src.config import load_settings
-        from src.pipeline_steps import make_batches as split
 
-        return split(symbols, load_settings().batch_size)
+        return steps.make_batches(symbols, load_settings().batch_size)
 
     # One slot: only one batch talks to Alpha Vantage at a time, whatever the parallelism,
     # so the per-minute limit holds across workers.
     @task(pool="alpha_vantage")
     def extract(symbols: list[str], run: dict, params=None) -> dict:
         """Fetch one batch and land the raw replies in S3; returns the S3 keys and failures."""
-        from src.config import load_settings
-        from src.pipeline_steps import extract_batch
+        from datetime import date
 
-        return extract_batch(
-            symbols, run["start"], run["end"], run["run_date"], load_settings(), source=params.get("source")
-        )
+        from src import steps
+        from src.config import load_settings
+
+        start, end, run_date = (date.fromisoformat(run[name]) for name in ("start", "end", "run_date"))
+        sources = steps.sources_for(params.get("source"))
+        return steps.extract_batch(symbols, start, end, run_date, load_settings(), sources=sources).to_xcom()
 
     @task
     def transform(extracted: dict, run: dict, ti=None) -> dict:
-        """Validate and enrich one batch; returns the processed S3 keys and row counts."""
+        """Validate and clean one batch; returns the processed S3 keys and row counts."""
+        from datetime import date
+
+        from src import steps
         from src.config import load_settings
-        from src.pipeline_steps import transform_batch
 
         # Named after the map index, so a re-run of this batch overwrites its own files.
         part = f"batch-{ti.map_index:03d}"
-        return transform_batch(extracted["raw_keys"], run["run_date"], part, load_settings())
+        run_date = date.fromisoformat(run["run_date"])
+        return steps.transform_batch(steps.Extracted(**extracted), run_date, part, load_settings()).to_xcom()
 
     # One slot: SQLite allows one writer at a time (BigQuery would not mind).
     @task(pool="warehouse_writer")
     def load(transformed: dict, run_id=None) -> dict:
-        """Upsert one batch into the warehouse; returns row counts."""
+        """Compute indicators and aggregates and upsert one batch into the warehouse; returns row counts."""
+        from src import steps
         from src.config import load_settings
-        from src.pipeline_steps import load_batch
 
-        return load_batch(transformed["processed_keys"], run_id, load_settings())
+        return steps.load_batch(steps.Transformed(**transformed), run_id, load_settings()).to_xcom()
 
     @task
     def finish_run(symbols: list[str], run: dict, extract_results, load_results, run_id=None) -> dict:
         """Record the run's outcome and metrics; fails (and alerts) at once if any symbol failed."""
+        from datetime import date
+
         from airflow.sdk.exceptions import AirflowFailException
 
+        from src import steps
         from src.config import load_settings
-        from src.pipeline_steps import PipelineRunFailed
-        from src.pipeline_steps import finish_run as record_finish
 
         try:
-            return record_finish(
+            return steps.finish_task_run(
                 run_id,
-                run["run_date"],
+                date.fromisoformat(run["run_date"]),
                 symbols,
+                run["started_at"],
                 all_batches(extract_results),
                 all_batches(load_results),
-                run["started_at"],
                 load_settings(),
             )
-        except PipelineRunFailed as exc:
+        except steps.PipelineRunFailed as exc:
             # Missing symbols are a fact about this run, not a hiccup: a retry would record the
             # same outcome again and only delay the alert. AirflowFailException skips the retries.
             raise AirflowFailException(f"PipelineRunFailed: {exc}") from exc
@@ -225,10 +236,12 @@ def daily_etl_pipeline():
     @task
     def check_data_quality(symbols: list[str], run: dict, run_id=None) -> dict:
         """Check the loaded day (fresh, complete, sane); a failed check sends a Slack alert."""
-        from src.config import load_settings
-        from src.pipeline_steps import check_data_quality as check
+        from datetime import date
 
-        return check(symbols, run["run_date"], load_settings(), run_id=run_id)
+        from src import steps
+        from src.config import load_settings
+
+        return steps.check_data_quality(symbols, date.fromisoformat(run["run_date"]), load_settings(), run_id=run_id)
 
     @task_group
     def etl_batch(symbols: list[str], run: dict) -> dict:

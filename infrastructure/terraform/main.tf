@@ -494,7 +494,7 @@ resource "aws_lambda_function" "transform" {
   description      = "CloudScale Finance ETL: transform raw replies into processed Parquet"
   role             = aws_iam_role.transform.arn
   runtime          = "python3.11"
-  handler          = "src.transformation.lambda_handler.handler"
+  handler          = "src.lambda_handler.handler"
   filename         = var.lambda_package_path
   source_code_hash = filebase64sha256(var.lambda_package_path)
   layers           = [var.aws_sdk_pandas_layer_arn]

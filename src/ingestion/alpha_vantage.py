@@ -40,10 +40,20 @@ import pandas as pd
 import requests
 
 from src.config import ConfigurationError, Settings, redact, require_alpha_vantage_key
-from src.ingestion.fetch_result import PRICE_FRAME_COLUMNS, FetchResult, select_range, utc_now_iso
+from src.ingestion.fetch_result import (
+    PRICE_FRAME_COLUMNS,
+    FetchResult,
+    InvalidSymbolError,
+    NoDataError,
+    PremiumOnlyError,
+    QuotaExhaustedError,
+    SourceUnavailableError,
+    select_range,
+)
 from src.ingestion.http_client import HttpRequestError, request_with_retries
-from src.ingestion.rate_limit import DailyQuota, RateLimiter, eastern_today
+from src.ingestion.rate_limit import DailyQuota, RateLimiter
 from src.ingestion.symbols import normalize_symbol
+from src.market_calendar import new_york_today, utc_now_iso
 
 logger = logging.getLogger(__name__)
 
@@ -79,42 +89,6 @@ REPLY_CLASSES = (
     "empty",
     "malformed",
 )
-
-
-class SourceError(Exception):
-    """This source cannot give data for this symbol now: try the next source.
-
-    Attributes:
-        reason: a short, secret-free explanation, e.g. "premium endpoint".
-        symbol: the symbol concerned ("" when not known).
-        source: the source that failed, e.g. "alpha_vantage" ("" when not known).
-    """
-
-    def __init__(self, reason: str, *, symbol: str = "", source: str = ""):
-        super().__init__(reason)
-        self.reason = reason
-        self.symbol = symbol
-        self.source = source
-
-
-class PremiumOnlyError(SourceError):
-    """The request needs a premium plan (premium endpoint or outputsize=full). Never retried."""
-
-
-class QuotaExhaustedError(SourceError):
-    """The daily quota is used up: no more calls to this source until tomorrow (US/Eastern)."""
-
-
-class NoDataError(SourceError):
-    """The source answered, but has no rows for this symbol and date range."""
-
-
-class InvalidSymbolError(SourceError):
-    """The source does not know this symbol. Never retried."""
-
-
-class SourceUnavailableError(SourceError):
-    """The source kept failing (5xx, timeouts, HTML, truncated replies, throttling) after the retries."""
 
 
 def _classify_message(text: str) -> str | None:
@@ -296,7 +270,7 @@ def _choose_outputsize(start: date, premium: bool, wanted: str) -> str:
     when compact might not reach back to `start`. Without premium, say that older rows need
     premium or another source.
     """
-    if compact_covers(start, eastern_today()):
+    if compact_covers(start, new_york_today()):
         return "compact"
     if premium:
         return "full"

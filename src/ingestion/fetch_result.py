@@ -1,13 +1,13 @@
-"""`FetchResult`: what every price source (Alpha Vantage, Yahoo, file) returns for one symbol.
+"""What every price source (Alpha Vantage, Yahoo, file) returns for one symbol, and how it fails.
 
-One small dataclass shared by all sources, so the orchestrator, the S3 landing code and the
-validator never need to know which source answered.
+`FetchResult` is one small dataclass shared by all sources, so the orchestrator, the landing
+code and the validator never need to know which source answered. The `SourceError` family is
+how a source says "not from me, try the next source" (see `sources.fetch_symbol`).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import UTC, datetime
 
 import pandas as pd
 
@@ -39,13 +39,40 @@ class FetchResult:
     fetched_at: str
 
 
-def utc_now_iso() -> str:
-    """Return the current time as an ISO 8601 UTC string (seconds precision).
+class SourceError(Exception):
+    """This source cannot give data for this symbol now: try the next source.
 
-    Used for `fetched_at` and the audit columns (`loaded_at`, run start/end), never to decide
-    which data to fetch: that is keyed on the run's logical date.
+    Attributes:
+        reason: a short, secret-free explanation, e.g. "premium endpoint".
+        symbol: the symbol concerned ("" when not known).
+        source: the source that failed, e.g. "alpha_vantage" ("" when not known).
     """
-    return datetime.now(UTC).isoformat(timespec="seconds")
+
+    def __init__(self, reason: str, *, symbol: str = "", source: str = ""):
+        super().__init__(reason)
+        self.reason = reason
+        self.symbol = symbol
+        self.source = source
+
+
+class PremiumOnlyError(SourceError):
+    """The request needs a premium plan (premium endpoint or outputsize=full). Never retried."""
+
+
+class QuotaExhaustedError(SourceError):
+    """The daily quota is used up: no more calls to this source until tomorrow (US/Eastern)."""
+
+
+class NoDataError(SourceError):
+    """The source answered, but has no rows for this symbol and date range."""
+
+
+class InvalidSymbolError(SourceError):
+    """The source does not know this symbol. Never retried."""
+
+
+class SourceUnavailableError(SourceError):
+    """The source kept failing (5xx, timeouts, HTML, truncated replies, throttling) after the retries."""
 
 
 def select_range(prices: pd.DataFrame, start: str, end: str) -> pd.DataFrame:

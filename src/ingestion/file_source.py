@@ -32,14 +32,15 @@ from pathlib import Path
 import pandas as pd
 import pyarrow
 
-from src.ingestion.alpha_vantage import NoDataError, SourceError
-from src.ingestion.fetch_result import PRICE_FRAME_COLUMNS, FetchResult, utc_now_iso
+from src.ingestion.fetch_result import PRICE_FRAME_COLUMNS, FetchResult, NoDataError, SourceError
 from src.ingestion.symbols import normalize_symbol
-from src.local_stack.synthetic_data import SYNTHETIC_NOTE_FILE
+from src.market_calendar import utc_now_iso
 
 logger = logging.getLogger(__name__)
 
 SOURCE_NAME = "file"
+# A folder holding this file is synthetic demo data (see src/local_stack/synthetic_data.py).
+SYNTHETIC_NOTE_FILE = "SYNTHETIC.txt"
 SYNTHETIC_SOURCE_NAME = "synthetic"
 FILE_COLUMNS = ["date", "open", "high", "low", "close", "volume"]
 

@@ -38,16 +38,16 @@ import tempfile
 import time
 from collections import deque
 from collections.abc import Callable
-from datetime import UTC, date, datetime
+from datetime import date
 from pathlib import Path
-from zoneinfo import ZoneInfo
+
+from src.market_calendar import new_york_today
 
 logger = logging.getLogger(__name__)
 
 WINDOW_SECONDS = 60.0
 QUOTA_FILE_NAME = "alpha_vantage_quota.json"
 RATE_LIMIT_FILE_NAME = "alpha_vantage_recent_calls.json"
-EASTERN = ZoneInfo("America/New_York")
 
 
 def _read_json_file(path: Path, name: str, fallback: str) -> tuple[bool, object]:
@@ -251,19 +251,6 @@ class RateLimiter:
             self._save_recent_calls()
 
 
-def eastern_today(now: datetime | None = None) -> date:
-    """Return the date on the US/Eastern calendar (America/New_York), today by default.
-
-    Args:
-        now: an aware datetime to convert instead of the current time (handy in tests).
-
-    Example:
-        >>> eastern_today(datetime(2024, 1, 2, 3, 0, tzinfo=UTC))  # 22:00 on Jan 1 in New York
-        datetime.date(2024, 1, 1)
-    """
-    return (now or datetime.now(UTC)).astimezone(EASTERN).date()
-
-
 class DailyQuota:
     """Counts Alpha Vantage calls per day in `<state_dir>/alpha_vantage_quota.json`.
 
@@ -282,7 +269,7 @@ class DailyQuota:
     Args:
         state_dir: the folder for the state file (created if missing).
         daily_limit: calls allowed per day (settings.alpha_vantage_daily_limit; 0 = none).
-        today: returns the current day; defaults to `eastern_today` (tests pass a fake).
+        today: returns the current day; defaults to `market_calendar.new_york_today` (tests pass a fake).
 
     Example:
         >>> quota = DailyQuota(Path("data/state"), daily_limit=25)
@@ -290,7 +277,7 @@ class DailyQuota:
         25
     """
 
-    def __init__(self, state_dir: Path, daily_limit: int, today: Callable[[], date] = eastern_today):
+    def __init__(self, state_dir: Path, daily_limit: int, today: Callable[[], date] = new_york_today):
         if daily_limit < 0:
             raise ValueError(f"daily_limit must be 0 or more, got {daily_limit}")
         self.path = Path(state_dir) / QUOTA_FILE_NAME

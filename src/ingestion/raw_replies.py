@@ -17,12 +17,14 @@ from __future__ import annotations
 
 import pandas as pd
 
+from src.ingestion.alpha_vantage import parse_daily_prices
 from src.ingestion.fetch_result import PRICE_FRAME_COLUMNS, select_range
+from src.ingestion.file_source import parse_price_csv
+from src.ingestion.yahoo_finance import normalize_yahoo_frame
+from src.market_calendar import NEW_YORK
 
 
 def _parse_yahoo(payload: dict, symbol: str) -> pd.DataFrame:
-    from src.ingestion.yahoo_finance import normalize_yahoo_frame
-
     rows = payload.get("rows", [])
     if not rows:
         return pd.DataFrame(columns=PRICE_FRAME_COLUMNS)
@@ -31,12 +33,10 @@ def _parse_yahoo(payload: dict, symbol: str) -> pd.DataFrame:
     # exchange's timezone gives the same trading day yfinance reported.
     index = pd.to_datetime(frame.pop("Date"), utc=True)
     frame.index = pd.DatetimeIndex(index)
-    return normalize_yahoo_frame(frame, symbol, payload.get("exchange_timezone", "America/New_York"))
+    return normalize_yahoo_frame(frame, symbol, payload.get("exchange_timezone", NEW_YORK))
 
 
 def _parse_file_csv(text: str, symbol: str, synthetic: bool) -> pd.DataFrame:
-    from src.ingestion.file_source import parse_price_csv
-
     frame = parse_price_csv(text, f"the raw file reply for {symbol}")
     frame = frame.rename(columns={"date": "trade_date"})
     frame.insert(0, "symbol", symbol)
@@ -63,8 +63,6 @@ def prices_from_raw_reply(source: str, symbol: str, payload: object, metadata: d
     """
     params = (metadata or {}).get("request_params", {}) or {}
     if source == "alpha_vantage":
-        from src.ingestion.alpha_vantage import parse_daily_prices
-
         if not isinstance(payload, dict):
             raise ValueError(f"alpha_vantage raw reply for {symbol} is not a JSON object")
         prices = parse_daily_prices(payload, symbol)

@@ -30,11 +30,10 @@ from collections.abc import Callable, Iterable
 from datetime import date
 
 from src.config import VALID_SOURCES, ConfigurationError, Settings, require_alpha_vantage_key
-from src.ingestion.alpha_vantage import SourceError, fetch_daily_prices
-from src.ingestion.fetch_result import FetchResult
+from src.ingestion.alpha_vantage import fetch_daily_prices
+from src.ingestion.fetch_result import FetchResult, SourceError
 from src.ingestion.file_source import fetch_file_prices
 from src.ingestion.rate_limit import RATE_LIMIT_FILE_NAME, DailyQuota, RateLimiter
-from src.ingestion.symbols import normalize_symbol, normalize_symbols
 from src.ingestion.yahoo_finance import fetch_yahoo_prices
 
 logger = logging.getLogger(__name__)
@@ -105,7 +104,9 @@ def fetch_symbol(
     """Fetch one symbol from the first source that has data for start..end.
 
     Args:
-        symbol: the ticker, e.g. "IBM" (validated before any source is tried).
+        symbol: a validated ticker, e.g. "IBM" (see `symbols.normalize_symbols`, which the
+            pipeline's entry points call; each source checks it again where it builds a
+            request or a file path).
         start: first trading day wanted (inclusive).
         end: last trading day wanted (inclusive).
         settings: the pipeline settings.
@@ -120,11 +121,10 @@ def fetch_symbol(
         The FetchResult of the first source that succeeded (its `source` says which).
 
     Raises:
-        InvalidSymbolInputError: the symbol is not a valid ticker.
+        InvalidSymbolInputError: the symbol is not a valid ticker (raised by the source).
         ConfigurationError: a source list or the Alpha Vantage key is wrong: stop the run.
         AllSourcesFailedError: every source failed; `.reasons` has each source's reason.
     """
-    symbol = normalize_symbol(symbol)
     wanted = f"{symbol} {start}..{end}"
     reasons: dict[str, str] = {}
     for source in resolve_sources(sources, settings):
@@ -164,7 +164,7 @@ def fetch_symbol(
 
 
 def fetch_batch(
-    symbols: Iterable[str],
+    symbols: list[str],
     start: date,
     end: date,
     settings: Settings,
@@ -176,12 +176,14 @@ def fetch_batch(
 ) -> tuple[list[FetchResult], dict[str, str]]:
     """Fetch several symbols, sharing one Alpha Vantage rate limiter and daily quota.
 
-    Every symbol is validated before anything is fetched, so a typo stops the batch before a
-    single API call is spent. A symbol whose sources all fail is recorded in `failures` and
-    the batch carries on; the caller must report those failures loudly (failed task, alert).
+    The symbols must be validated already (`symbols.normalize_symbols`): the pipeline's entry
+    points (the CLI, the DAG's resolve_symbols task) check every symbol before anything is
+    fetched, so a typo stops the run before a single API call is spent. A symbol whose sources
+    all fail is recorded in `failures` and the batch carries on; the caller must report those
+    failures loudly (failed task, alert).
 
     Args:
-        symbols: e.g. ["IBM", "aapl"] (see `normalize_symbols`; repeats are dropped).
+        symbols: validated symbols, e.g. ["IBM", "AAPL"] (see `normalize_symbols`).
         start: first trading day wanted (inclusive).
         end: last trading day wanted (inclusive).
         settings: the pipeline settings; the quota lives in `settings.state_dir` and allows
@@ -199,10 +201,9 @@ def fetch_batch(
         symbol -> reason for each symbol that no source could serve.
 
     Raises:
-        InvalidSymbolInputError: at least one symbol is invalid (nothing was fetched).
         ConfigurationError: the sources or the Alpha Vantage key are wrong (the batch stops).
     """
-    clean_symbols = normalize_symbols(symbols)
+    symbols = list(symbols)
     chosen = resolve_sources(sources, settings)
     rate_limiter = None
     quota = None
@@ -219,7 +220,7 @@ def fetch_batch(
 
     results: list[FetchResult] = []
     failures: dict[str, str] = {}
-    for symbol in clean_symbols:
+    for symbol in symbols:
         try:
             result = fetch_symbol(
                 symbol,
@@ -247,7 +248,7 @@ def fetch_batch(
         start,
         end,
         len(results),
-        len(clean_symbols),
+        len(symbols),
         ", ".join(f"{source}: {count}" for source, count in by_source.items()) or "none",
         len(failures),
         f": {', '.join(failures)}" if failures else "",

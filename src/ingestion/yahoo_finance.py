@@ -52,15 +52,20 @@ from datetime import date, timedelta
 import pandas as pd
 
 from src.config import Settings
-from src.ingestion.alpha_vantage import NoDataError, SourceError, SourceUnavailableError
-from src.ingestion.fetch_result import PRICE_FRAME_COLUMNS, FetchResult, utc_now_iso
+from src.ingestion.fetch_result import (
+    PRICE_FRAME_COLUMNS,
+    FetchResult,
+    NoDataError,
+    SourceError,
+    SourceUnavailableError,
+)
 from src.ingestion.symbols import normalize_symbol
+from src.market_calendar import NEW_YORK, utc_now_iso
 
 logger = logging.getLogger(__name__)
 
 SOURCE_NAME = "yahoo"
 # The exchange timezone of US listings; assumed when Yahoo's meta data does not name one.
-US_EASTERN = "America/New_York"
 # yfinance's column names -> ours. "Adj Close" is left out on purpose (trap 1).
 YAHOO_COLUMNS = {"Open": "open", "High": "high", "Low": "low", "Close": "close", "Volume": "volume"}
 RAW_PAYLOAD_NOTE = (
@@ -83,7 +88,7 @@ def to_yahoo_symbol(symbol: str) -> str:
     return symbol.replace(".", "-")
 
 
-def normalize_yahoo_frame(frame: pd.DataFrame, symbol: str, exchange_tz: str = US_EASTERN) -> pd.DataFrame:
+def normalize_yahoo_frame(frame: pd.DataFrame, symbol: str, exchange_tz: str = NEW_YORK) -> pd.DataFrame:
     """Turn a yfinance price frame into the normalised price frame (all rows, unfiltered).
 
     Accepts the flat columns of `Ticker.history()` and the MultiIndex columns that
@@ -264,7 +269,7 @@ def fetch_yahoo_prices(
     if frame.empty:
         raise _failure(NoDataError, "Yahoo returned no rows (empty frame)", symbol, wanted)
     # Yahoo's meta data names the exchange's timezone (America/New_York for US listings).
-    exchange_tz = ticker.history_metadata.get("exchangeTimezoneName") or US_EASTERN
+    exchange_tz = ticker.history_metadata.get("exchangeTimezoneName") or NEW_YORK
     all_prices = normalize_yahoo_frame(frame, symbol, exchange_tz)
     # Yahoo sometimes appends today's live bar after the requested end: keep start..end only.
     in_range = all_prices["trade_date"].between(start.isoformat(), end.isoformat())

@@ -54,9 +54,9 @@ from urllib.parse import parse_qs, urlsplit
 
 from src.config import redact
 from src.ingestion.alpha_vantage import SYNTHETIC_MARKER_KEY
-from src.ingestion.rate_limit import eastern_today
 from src.ingestion.symbols import InvalidSymbolInputError, normalize_symbol
 from src.local_stack.synthetic_data import SYNTHETIC_NOTE_FILE
+from src.market_calendar import new_york_today
 
 logger = logging.getLogger(__name__)
 
@@ -190,7 +190,7 @@ class MockAlphaVantageServer(ThreadingHTTPServer):
         daily_limit: int | None = None,
         timeout_seconds: float = 5.0,
         clock: Callable[[], float] = time.monotonic,
-        today: Callable[[], date] = eastern_today,
+        today: Callable[[], date] = new_york_today,
     ):
         super().__init__(("127.0.0.1", port), _MockHandler)
         self.data_dir = Path(data_dir)

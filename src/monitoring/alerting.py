@@ -525,3 +525,35 @@ def send_data_quality_alert(
         return False
     text, blocks = build_data_quality_message(check_results, run_id=run_id, logical_date=logical_date)
     return send_slack_alert(settings, text, blocks, session=session)
+
+
+# --- Pipeline runs ------------------------------------------------------------------------------
+
+
+def send_run_alert(run: dict, settings: Settings) -> bool:
+    """Send a Slack alert when a run is partial or failed; a successful run sends nothing.
+
+    The CLI's runs use this (an Airflow run is alerted by its failed task instead). The alert
+    names the run, its date, each failed symbol with its reason, and the error that stopped
+    the run, if any. Like every alert it is redacted and never fails the run.
+
+    Args:
+        run: the run's `pipeline_runs` row (see `steps.RunSummary.as_run_record`).
+        settings: loaded settings (SLACK_WEBHOOK_URL).
+
+    Returns:
+        True when Slack accepted the alert; False when nothing was sent or Slack failed.
+    """
+    if run["status"] == "success":
+        return False
+    lines = [
+        f"Pipeline run {run['run_id']} for {run['logical_date']}: {str(run['status']).upper()}: "
+        f"{run['symbols_loaded']} of {run['symbols_requested']} symbols loaded."
+    ]
+    lines += [f"{symbol}: {reason}" for symbol, reason in sorted(run["failed_symbols"].items())]
+    if run.get("error"):
+        lines.append(f"Stopped by: {run['error']}")
+    lines.append("Failed symbols are retried by running the same dates again; already loaded data is kept.")
+    text = "\n".join(lines)
+    blocks = [{"type": "section", "text": {"type": "mrkdwn", "text": text[:SECTION_LIMIT]}}]
+    return send_slack_alert(settings, text, blocks)

@@ -32,13 +32,8 @@ import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
 from src.config import PROJECT_ROOT, ConfigurationError, Settings, configure_logging, load_settings
-from src.monitoring.health_checks import (
-    CheckResult,
-    latest_completed_session,
-    run_health_checks,
-    sessions_between,
-    table_ref,
-)
+from src.market_calendar import latest_completed_session, sessions_between
+from src.monitoring.health_checks import CheckResult, run_health_checks, table_ref
 from src.storage.warehouse import Warehouse, open_warehouse
 
 logger = logging.getLogger(__name__)

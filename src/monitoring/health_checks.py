@@ -46,15 +46,15 @@ from dataclasses import asdict, dataclass, field
 from datetime import UTC, date, datetime, timedelta
 
 import pandas as pd
+from google.api_core.exceptions import GoogleAPIError
 
 from src.config import ConfigurationError, Settings, configure_logging, load_settings, redact
 from src.ingestion.symbols import InvalidSymbolInputError, normalize_symbols
-from src.storage.calendar_dim import latest_completed_session, nyse_calendar
+from src.market_calendar import latest_completed_session, recent_sessions, sessions_between
+from src.monitoring.alerting import send_data_quality_alert
 from src.storage.warehouse import Warehouse, open_warehouse
 
 logger = logging.getLogger(__name__)
-
-NEW_YORK = "America/New_York"
 
 # Defaults of the thresholds (each check takes its own as a parameter).
 # The daily run starts at 18:30 New York time, 2.5 hours after the 16:00 close; allowing one
@@ -93,28 +93,6 @@ class CheckResult:
     def to_dict(self) -> dict:
         """{"name", "ok", "message", "figures"}: the shape alerts and the JSON output use."""
         return asdict(self)
-
-
-# --- Trading calendar --------------------------------------------------------------------------
-
-
-def sessions_between(first: date, last: date) -> list[date]:
-    """The NYSE sessions from `first` to `last`, both included (empty when first > last)."""
-    if first > last:
-        return []
-    return [day.date() for day in nyse_calendar().sessions_in_range(first.isoformat(), last.isoformat())]
-
-
-def recent_sessions(last: date, count: int) -> list[date]:
-    """The `count` NYSE sessions up to `last` (included if it is a session), oldest first.
-
-    Example:
-        >>> recent_sessions(date(2024, 7, 5), 3)  # 07-04 is a holiday
-        [datetime.date(2024, 7, 2), datetime.date(2024, 7, 3), datetime.date(2024, 7, 5)]
-    """
-    calendar = nyse_calendar()
-    session = calendar.date_to_session(last.isoformat(), direction="previous")
-    return [day.date() for day in calendar.sessions_window(session, -count)]
 
 
 # --- SQL that works on SQLite and BigQuery -------------------------------------------------------
@@ -468,8 +446,6 @@ def _warehouse_errors() -> tuple[type[Exception], ...]:
 
     pandas reports a failed SQLite query (e.g. "no such table") as its own DatabaseError.
     """
-    from google.api_core.exceptions import GoogleAPIError
-
     return (sqlite3.Error, pd.errors.DatabaseError, GoogleAPIError)
 
 
@@ -547,8 +523,6 @@ def run_pipeline_checks(symbols: list[str], logical_date: str, settings: Setting
         {"ok": bool, "checks": [{"name", "ok", "message", "figures"}, ...]}: small and
         JSON-ready (Airflow keeps it as XCom).
     """
-    from src.monitoring.alerting import send_data_quality_alert
-
     day = date.fromisoformat(str(logical_date)[:10])
     session = recent_sessions(day, 1)[0]
     warehouse = open_warehouse(settings)

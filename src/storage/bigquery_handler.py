@@ -1,8 +1,8 @@
 """The BigQuery warehouse: the same functions as `sqlite_warehouse`, on Google BigQuery.
 
 `WAREHOUSE_BACKEND=bigquery` makes `src/storage/warehouse.py` use this module instead of the
-SQLite one. Both expose `connect`, `create_schema`, `load_batch`, `read_history_tail`,
-`read_prices`, `record_run`, `query`, `refresh_dim_symbol` and `ensure_dim_date`, so the
+SQLite one. Both expose `connect`, `create_schema`, `load_batch`, `read_lookback`,
+`record_run`, `query`, `refresh_dim_symbol` and `ensure_dim_date`, so the
 pipeline code is the same for both.
 
 How a batch is written (idempotent, and free-tier friendly):
@@ -33,7 +33,6 @@ import io
 import json
 import logging
 import uuid
-from concurrent.futures import Future
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 
@@ -45,7 +44,8 @@ from google.cloud import bigquery
 
 from src.config import Settings
 from src.storage.calendar_dim import build_dim_date
-from src.storage.schema import AUDIT_COLUMNS, TABLES, Table
+from src.storage.schema import AUDIT_COLUMNS, LOOKBACK_COLUMNS, TABLES, Table
+from src.storage.views import VIEWS, render_view
 
 logger = logging.getLogger(__name__)
 
@@ -194,8 +194,8 @@ def create_schema(wh: BigQueryWarehouse) -> None:
 
     Safe to run at every start. A table that exists already is kept as it is, except that
     columns added to `schema.py` since it was created are added to it, as NULLABLE columns
-    (BigQuery cannot add a REQUIRED column to a table that has rows). The views (VIEWS, at
-    the end of this module) are replaced, so they always match this code.
+    (BigQuery cannot add a REQUIRED column to a table that has rows). The views (src/storage/views.py)
+    are replaced, so they always match this code.
 
     Args:
         wh: the open warehouse.
@@ -207,9 +207,9 @@ def create_schema(wh: BigQueryWarehouse) -> None:
         # With exists_ok, create_table returns the table as it is stored when it exists.
         stored = wh.client.create_table(bigquery_table(table, wh.table_id(table.name)), exists_ok=True)
         _add_missing_columns(wh, table, stored)
-    for name, select_sql in VIEWS.items():
-        tables = {table_name: f"`{wh.table_id(table_name)}`" for table_name in TABLES}
-        _run(wh, f"CREATE OR REPLACE VIEW `{wh.table_id(name)}` AS\n{select_sql.format(**tables)}")
+    for name in VIEWS:
+        select_sql = render_view(name, lambda table: f"`{wh.table_id(table)}`")
+        _run(wh, f"CREATE OR REPLACE VIEW `{wh.table_id(name)}` AS\n{select_sql}")
     logger.info("BigQuery schema ready in %s.%s: %d tables, %d views", wh.project, wh.dataset, len(TABLES), len(VIEWS))
 
 
@@ -432,20 +432,6 @@ def _run(wh: BigQueryWarehouse, sql: str, params=None) -> bigquery.QueryJob:
 
 # --- Reading -------------------------------------------------------------------------------------
 
-# The columns read_prices and read_history_tail return (the same as sqlite_warehouse's).
-PRICE_COLUMNS = ["symbol", "trade_date", "open", "high", "low", "close", "volume", "source", "quality_flags"]
-HISTORY_TAIL_COLUMNS = [
-    "symbol",
-    "trade_date",
-    "open",
-    "high",
-    "low",
-    "close",
-    "volume",
-    "rsi_avg_gain_14",
-    "rsi_avg_loss_14",
-]
-
 
 def query(wh: BigQueryWarehouse, sql: str, params=None) -> pd.DataFrame:
     """Run a SQL query with parameters and return the result as a DataFrame.
@@ -549,84 +535,47 @@ def _canonical_column(values: pd.Series, bigquery_type: str) -> pd.Series:
     return values
 
 
-def begin_bulk_load(wh: BigQueryWarehouse) -> bool:
-    """Nothing to do before a big load: BigQuery tables have no indexes to keep up to date.
+def read_lookback(wh: BigQueryWarehouse, symbols: list[str], before: str, rows: int) -> pd.DataFrame:
+    """Read what a load of new rows from `before` on needs to know of each symbol's stored history.
 
-    (The SQLite warehouse drops its trade_date indexes here; see sqlite_warehouse.)
-
-    Returns:
-        False: there is nothing for `end_bulk_load` to rebuild.
-    """
-    return False
-
-
-def end_bulk_load(wh: BigQueryWarehouse) -> None:
-    """Nothing to do after a big load (see `begin_bulk_load`)."""
-
-
-def start_prefetch(wh: BigQueryWarehouse, symbols: list[str], before: str, rows: int) -> Future:
-    """Nothing to read ahead: BigQuery has no local file whose pages a load could wait for.
-
-    (The SQLite warehouse reads the next batch's pages into the OS cache here; see sqlite_warehouse.)
-
-    Returns:
-        A Future that is already done, with 0 rows read.
-    """
-    done: Future = Future()
-    done.set_result(0)
-    return done
-
-
-def read_prices(wh: BigQueryWarehouse, symbols: list[str], start: str, end: str) -> pd.DataFrame:
-    """Return the stored prices of `symbols` from `start` to `end` (both included).
+    The same rows as `sqlite_warehouse.read_lookback`: per symbol the last `rows` stored
+    sessions before `before`, and every stored row on or after `before`. One query:
+    ROW_NUMBER() numbers each symbol's rows before `before` from the newest. The RSI running
+    averages come on every row here (SQLite reads them for the last row before `before`
+    only, to read fewer pages); the indicators use only that last row's.
 
     Args:
         wh: the open warehouse.
         symbols: ticker symbols.
-        start: first trade_date, 'YYYY-MM-DD'.
-        end: last trade_date, 'YYYY-MM-DD'.
+        before: 'YYYY-MM-DD', the first date of the new data.
+        rows: how many sessions before `before` per symbol at most.
 
     Returns:
-        Columns PRICE_COLUMNS, sorted by symbol and trade_date; prices float64, volume int64,
-        quality_flags '' where none were stored.
+        Columns LOOKBACK_COLUMNS, sorted by symbol and trade_date; prices and RSI averages
+        float64 (NaN where none are stored), volume int64, quality_flags '' where none.
     """
     sql = f"""
-        SELECT {", ".join(PRICE_COLUMNS)}
-        FROM `{wh.table_id("fact_daily_prices")}`
-        WHERE symbol IN UNNEST(@symbols) AND trade_date BETWEEN @start AND @end
+        WITH numbered AS (
+          SELECT p.symbol, p.trade_date, p.open, p.high, p.low, p.close, p.volume, p.source, p.quality_flags,
+                 i.rsi_avg_gain_14, i.rsi_avg_loss_14,
+                 CASE WHEN p.trade_date < @before
+                      THEN ROW_NUMBER() OVER (
+                        PARTITION BY p.symbol, p.trade_date < @before ORDER BY p.trade_date DESC)
+                 END AS sessions_back
+          FROM `{wh.table_id("fact_daily_prices")}` AS p
+          LEFT JOIN `{wh.table_id("fact_technical_indicators")}` AS i
+            ON i.symbol = p.symbol AND i.trade_date = p.trade_date
+          WHERE p.symbol IN UNNEST(@symbols)
+        )
+        SELECT {", ".join(LOOKBACK_COLUMNS)}
+        FROM numbered
+        WHERE sessions_back IS NULL OR sessions_back <= @rows
         ORDER BY symbol, trade_date
     """
-    params = {"symbols": list(symbols), "start": date.fromisoformat(start), "end": date.fromisoformat(end)}
-    prices = query(wh, sql, params)
-    prices["quality_flags"] = prices["quality_flags"].fillna("")
-    return prices
-
-
-def read_history_tail(wh: BigQueryWarehouse, symbols: list[str], before: str, rows: int) -> pd.DataFrame:
-    """Return, per symbol, the last `rows` stored sessions before `before` (the indicator lookback).
-
-    Args:
-        wh: the open warehouse.
-        symbols: ticker symbols.
-        before: 'YYYY-MM-DD'; only sessions strictly before it are returned.
-        rows: how many sessions per symbol at most.
-
-    Returns:
-        Columns HISTORY_TAIL_COLUMNS (symbol, trade_date, open, high, low, close, volume,
-        rsi_avg_gain_14, rsi_avg_loss_14), sorted by symbol and trade_date; the RSI averages
-        are NaN where no indicator row is stored.
-    """
-    sql = f"""
-        SELECT p.symbol, p.trade_date, p.open, p.high, p.low, p.close, p.volume,
-               i.rsi_avg_gain_14, i.rsi_avg_loss_14
-        FROM `{wh.table_id("fact_daily_prices")}` AS p
-        LEFT JOIN `{wh.table_id("fact_technical_indicators")}` AS i
-          ON i.symbol = p.symbol AND i.trade_date = p.trade_date
-        WHERE p.symbol IN UNNEST(@symbols) AND p.trade_date < @before
-        QUALIFY ROW_NUMBER() OVER (PARTITION BY p.symbol ORDER BY p.trade_date DESC) <= @rows
-        ORDER BY p.symbol, p.trade_date
-    """
-    return query(wh, sql, {"symbols": list(symbols), "before": date.fromisoformat(before), "rows": int(rows)})
+    params = {"symbols": list(symbols), "before": date.fromisoformat(before), "rows": int(rows)}
+    frame = query(wh, sql, params)
+    frame["quality_flags"] = frame["quality_flags"].fillna("")
+    return frame
 
 
 # --- Runs and dimensions -----------------------------------------------------------------------
@@ -694,85 +643,3 @@ def ensure_dim_date(wh: BigQueryWarehouse, start: str, end: str) -> int:
         The number of dim_date rows written.
     """
     return load_batch(wh, {"dim_date": build_dim_date(start, end)})["dim_date"]
-
-
-# --- Views -----------------------------------------------------------------------------------
-# The same names and columns as the SQLite views. `{table}` placeholders become full table ids.
-
-VIEWS: dict[str, str] = {
-    # Each symbol's latest session with its signals. LAG gives the previous session's SMAs
-    # (did the 50-day SMA cross the 200-day SMA on the latest session?).
-    "v_latest_signals": """
-WITH sessions AS (
-  SELECT
-    p.symbol, p.trade_date, p.close, i.rsi_14, i.sma_50, i.sma_200, i.vwap_20,
-    LAG(i.sma_50) OVER (PARTITION BY p.symbol ORDER BY p.trade_date) AS previous_sma_50,
-    LAG(i.sma_200) OVER (PARTITION BY p.symbol ORDER BY p.trade_date) AS previous_sma_200,
-    ROW_NUMBER() OVER (PARTITION BY p.symbol ORDER BY p.trade_date DESC) AS sessions_ago
-  FROM {fact_daily_prices} AS p
-  LEFT JOIN {fact_technical_indicators} AS i ON i.symbol = p.symbol AND i.trade_date = p.trade_date
-)
-SELECT
-  symbol,
-  trade_date,
-  close,
-  rsi_14,
-  CASE
-    WHEN rsi_14 > 70 THEN 'overbought'
-    WHEN rsi_14 < 30 THEN 'oversold'
-    WHEN rsi_14 IS NOT NULL THEN 'neutral'
-  END AS rsi_signal,
-  sma_50,
-  sma_200,
-  CASE
-    WHEN previous_sma_50 <= previous_sma_200 AND sma_50 > sma_200 THEN 'golden_cross'
-    WHEN previous_sma_50 >= previous_sma_200 AND sma_50 < sma_200 THEN 'death_cross'
-  END AS cross_signal,
-  vwap_20,
-  CASE WHEN close >= vwap_20 THEN 'above' WHEN close < vwap_20 THEN 'below' END AS close_vs_vwap,
-  100.0 * (close - vwap_20) / NULLIF(vwap_20, 0) AS pct_from_vwap
-FROM sessions
-WHERE sessions_ago = 1
-""",
-    # Close-to-close return over the symbol's previous stored session (NULL on its first row).
-    "v_daily_returns": """
-SELECT
-  symbol,
-  trade_date,
-  close,
-  close / NULLIF(LAG(close) OVER (PARTITION BY symbol ORDER BY trade_date), 0) - 1 AS daily_return
-FROM {fact_daily_prices}
-""",
-    # Per symbol: NYSE sessions (from dim_date) between its first and last stored date, and how
-    # many of them have a row. Needs dim_date to cover the range (`ensure_dim_date`).
-    "v_data_completeness": """
-WITH stored AS (
-  SELECT symbol, MIN(trade_date) AS first_date, MAX(trade_date) AS last_date
-  FROM {fact_daily_prices}
-  GROUP BY symbol
-),
-expected AS (
-  SELECT s.symbol, COUNT(*) AS sessions_expected
-  FROM stored AS s
-  JOIN {dim_date} AS d ON d.trade_date BETWEEN s.first_date AND s.last_date AND d.is_trading_day
-  GROUP BY s.symbol
-),
-present AS (
-  SELECT p.symbol, COUNT(*) AS sessions_present
-  FROM {fact_daily_prices} AS p
-  JOIN {dim_date} AS d ON d.trade_date = p.trade_date AND d.is_trading_day
-  GROUP BY p.symbol
-)
-SELECT
-  s.symbol,
-  s.first_date,
-  s.last_date,
-  COALESCE(e.sessions_expected, 0) AS sessions_expected,
-  COALESCE(p.sessions_present, 0) AS sessions_present,
-  COALESCE(e.sessions_expected, 0) - COALESCE(p.sessions_present, 0) AS sessions_missing,
-  ROUND(100.0 * COALESCE(p.sessions_present, 0) / NULLIF(e.sessions_expected, 0), 2) AS completeness_pct
-FROM stored AS s
-LEFT JOIN expected AS e ON e.symbol = s.symbol
-LEFT JOIN present AS p ON p.symbol = s.symbol
-""",
-}

@@ -1,9 +1,7 @@
 """Rows for the `dim_date` table: every calendar day with its NYSE trading-day flags.
 
-The trading calendar comes from `exchange_calendars` (calendar "XNYS", the New York Stock
-Exchange): it knows the weekends, the holidays (e.g. Independence Day) and the early closes
-(e.g. the day after Thanksgiving, 13:00 close). This module only builds a DataFrame, so the
-SQLite warehouse and the BigQuery handler both load the same rows.
+The flags come from the market calendar (`src/market_calendar.py`). This module only builds a
+DataFrame, so the SQLite warehouse and the BigQuery handler both load the same rows.
 
 Example:
     >>> frame = build_dim_date("2024-07-03", "2024-07-04")
@@ -13,30 +11,12 @@ Example:
 
 from __future__ import annotations
 
-import functools
-import logging
-from datetime import UTC, date, datetime
+from datetime import date
 
-import exchange_calendars
 import pandas as pd
 
+from src.market_calendar import CALENDAR_FIRST_DAY, CALENDAR_LAST_DAY, CALENDAR_NAME, nyse_calendar
 from src.storage.schema import DIM_DATE
-
-logger = logging.getLogger(__name__)
-
-CALENDAR_NAME = "XNYS"
-# The span the cached calendar covers. Building it takes a fraction of a second, so it is built
-# once per process for a fixed, generous span instead of once per call. Holidays far in the
-# future are projected from today's rules (a newly declared holiday needs a library upgrade).
-CALENDAR_FIRST_DAY = "1970-01-01"
-CALENDAR_LAST_DAY = "2040-12-31"
-
-
-@functools.lru_cache(maxsize=1)
-def nyse_calendar() -> exchange_calendars.ExchangeCalendar:
-    """Return the NYSE calendar for CALENDAR_FIRST_DAY..CALENDAR_LAST_DAY (built once, then cached)."""
-    logger.info("Building the %s calendar for %s..%s", CALENDAR_NAME, CALENDAR_FIRST_DAY, CALENDAR_LAST_DAY)
-    return exchange_calendars.get_calendar(CALENDAR_NAME, start=CALENDAR_FIRST_DAY, end=CALENDAR_LAST_DAY)
 
 
 def build_dim_date(start: str | date, end: str | date) -> pd.DataFrame:
@@ -69,7 +49,7 @@ def build_dim_date(start: str | date, end: str | date) -> pd.DataFrame:
         raise ValueError(
             f"dim_date range {first.date()}..{last.date()} is outside the {CALENDAR_NAME} calendar span "
             f"{CALENDAR_FIRST_DAY}..{CALENDAR_LAST_DAY} (change CALENDAR_FIRST_DAY / CALENDAR_LAST_DAY in "
-            "src/storage/calendar_dim.py)"
+            "src/market_calendar.py)"
         )
 
     calendar = nyse_calendar()
@@ -91,29 +71,3 @@ def build_dim_date(start: str | date, end: str | date) -> pd.DataFrame:
     )
     # Same columns, same order as the one schema definition (a test checks this too).
     return frame[DIM_DATE.column_names]
-
-
-def latest_completed_session(now: datetime | None = None) -> date:
-    """The most recent NYSE session whose close has passed at `now`.
-
-    Early closes count: on 2024-11-29 (close 13:00 New York time) the session is complete at
-    14:00 but not at 12:00. Weekends and holidays have no session, so on Saturday this is
-    Friday, and on 2024-07-05 at 10:00 it is 2024-07-03 (07-04 is a holiday).
-
-    Args:
-        now: a timezone-aware moment (a naive one is taken as UTC); default: the real time.
-
-    Returns:
-        The session's date.
-
-    Example:
-        >>> latest_completed_session(datetime(2024, 7, 5, 14, 0, tzinfo=UTC))  # 10:00 in New York
-        datetime.date(2024, 7, 3)
-    """
-    moment = pd.Timestamp(now if now is not None else datetime.now(UTC))
-    if moment.tzinfo is None:
-        moment = moment.tz_localize("UTC")
-    # previous_close: the close of the last session that closed strictly before the moment.
-    last_close = nyse_calendar().previous_close(moment)
-    # A session closes on its own date in New York (16:00, or 13:00 on early-close days).
-    return last_close.tz_convert("America/New_York").date()

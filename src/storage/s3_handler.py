@@ -3,7 +3,7 @@
 Layout (Hive-style `name=value` folders, so Athena, Spark or DuckDB can read them as partitions):
 
     raw/source=<source>/symbol=<SYMBOL>/ingest_date=<YYYY-MM-DD>/daily.json.gz
-    processed/dataset=<prices|indicators|quarantine>/ingest_date=<YYYY-MM-DD>/part-<batch>.parquet
+    processed/dataset=<prices|quarantine>/ingest_date=<YYYY-MM-DD>/part-<batch>.parquet
 
 - The raw zone keeps every API reply exactly as it came (gzip-compressed JSON), so a run can
   be replayed or audited later without spending API quota again.
@@ -53,7 +53,7 @@ logger = logging.getLogger(__name__)
 RAW_PREFIX = "raw/"
 PROCESSED_PREFIX = "processed/"
 DEFAULT_RAW_FILENAME = "daily.json.gz"
-PROCESSED_DATASETS = ("prices", "indicators", "quarantine")
+PROCESSED_DATASETS = ("prices", "quarantine")
 
 
 # Safe names: letters, digits, '_', '.', '-' only, so a value can never add a folder ('/')
@@ -108,6 +108,22 @@ def get_s3_client(settings: Settings):
         s3={"addressing_style": "path"} if endpoint_url else None,
     )
     return boto3.client("s3", region_name=settings.aws_region, endpoint_url=endpoint_url, config=config)
+
+
+def open_s3(settings: Settings):
+    """The S3 client of a run, with its bucket checked; None when the run has no S3 (no S3_BUCKET).
+
+    The one place where a step sets up S3: every step that lands or reads objects calls this.
+    With S3_CREATE_BUCKET=true a missing bucket is created (locked down, see `ensure_bucket`).
+
+    Raises:
+        S3StorageError: S3 cannot be reached, or the bucket is missing and may not be created.
+    """
+    if not settings.s3_bucket:
+        return None
+    client = get_s3_client(settings)
+    ensure_bucket(client, settings.s3_bucket, create=settings.s3_create_bucket)
+    return client
 
 
 def ensure_bucket(client, bucket: str, create: bool) -> None:
@@ -223,7 +239,7 @@ def processed_object_key(dataset: str, ingest_date: date | str, part: str) -> st
     """Build the processed-zone key for one Parquet part.
 
     Args:
-        dataset: "prices", "indicators" or "quarantine".
+        dataset: "prices" or "quarantine".
         ingest_date: the run's logical date, as a `date` or a 'YYYY-MM-DD' string.
         part: a batch id such as 'batch-003' (letters, digits, '_' and '-').
 
@@ -476,7 +492,7 @@ def write_processed_frame(
         client: a boto3 S3 client.
         bucket: the bucket name.
         df: e.g. a validated price frame.
-        dataset: "prices", "indicators" or "quarantine".
+        dataset: "prices" or "quarantine".
         ingest_date: the run's logical date.
         part: the batch id, e.g. 'batch-003'.
 

@@ -210,6 +210,14 @@ PIPELINE_RUNS = Table(
     primary_key=("run_id",),
 )
 
+# The columns both warehouses' `read_lookback` return: a stored price row, plus the RSI running
+# averages the indicators continue from (stored in fact_technical_indicators).
+LOOKBACK_COLUMNS = [
+    *(column.name for column in FACT_DAILY_PRICES.columns if column.name not in AUDIT_COLUMNS),
+    "rsi_avg_gain_14",
+    "rsi_avg_loss_14",
+]
+
 # Every table, in the order they are created.
 TABLES: dict[str, Table] = {
     table.name: table

@@ -24,17 +24,16 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-import math
 import sqlite3
 from collections.abc import Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, date, datetime
 from pathlib import Path
 
 import pandas as pd
 
 from src.storage.calendar_dim import build_dim_date
-from src.storage.schema import AUDIT_COLUMNS, TABLES, Table
+from src.storage.schema import AUDIT_COLUMNS, LOOKBACK_COLUMNS, TABLES, Table
+from src.storage.views import VIEWS, render_view
 
 logger = logging.getLogger(__name__)
 
@@ -89,166 +88,29 @@ INDEXES = (
     ("pipeline_runs", ("logical_date",)),  # "runs for a trading day"
 )
 
-# --- Views --------------------------------------------------------------------------
-# The output columns of each view, in order. The BigQuery handler builds views with the same
-# names and columns (docs/warehouse.md documents them), and a test checks these lists.
-LATEST_SIGNALS_COLUMNS = (
-    "symbol",
-    "trade_date",
-    "close",
-    "rsi_14",
-    "rsi_signal",
-    "sma_50",
-    "sma_200",
-    "cross_signal",
-    "vwap_20",
-    "close_vs_vwap",
-    "pct_from_vwap",
-)
-DAILY_RETURNS_COLUMNS = ("symbol", "trade_date", "close", "daily_return")
-DATA_COMPLETENESS_COLUMNS = (
-    "symbol",
-    "first_date",
-    "last_date",
-    "sessions_expected",
-    "sessions_present",
-    "sessions_missing",
-    "completeness_pct",
-)
-VIEW_COLUMNS = {
-    "v_latest_signals": LATEST_SIGNALS_COLUMNS,
-    "v_daily_returns": DAILY_RETURNS_COLUMNS,
-    "v_data_completeness": DATA_COMPLETENESS_COLUMNS,
-}
-
-# Each symbol's latest session with its signals. One window per symbol in date order gives
-# the previous session's SMAs (LAG: did the 50-day SMA cross the 200-day SMA on the latest
-# session?) and the next session's date (LEAD: the latest session is the one without a next).
-# A single window in primary-key order needs no sort, and `WHERE symbol = ?` on the view is
-# pushed down into it, so one symbol's signals read only that symbol's rows.
-_LATEST_SIGNALS_SQL = """
-WITH ordered AS (
-    SELECT
-        p.symbol,
-        p.trade_date,
-        p.close,
-        i.rsi_14,
-        i.sma_50,
-        i.sma_200,
-        i.vwap_20,
-        LAG(i.sma_50) OVER by_date AS previous_sma_50,
-        LAG(i.sma_200) OVER by_date AS previous_sma_200,
-        LEAD(p.trade_date) OVER by_date AS next_trade_date
-    FROM fact_daily_prices AS p
-    LEFT JOIN fact_technical_indicators AS i
-        ON i.symbol = p.symbol AND i.trade_date = p.trade_date
-    WINDOW by_date AS (PARTITION BY p.symbol ORDER BY p.trade_date)
-)
-SELECT
-    symbol,
-    trade_date,
-    close,
-    rsi_14,
-    CASE
-        WHEN rsi_14 > 70 THEN 'overbought'
-        WHEN rsi_14 < 30 THEN 'oversold'
-        WHEN rsi_14 IS NOT NULL THEN 'neutral'
-    END AS rsi_signal,
-    sma_50,
-    sma_200,
-    CASE
-        WHEN previous_sma_50 <= previous_sma_200 AND sma_50 > sma_200 THEN 'golden_cross'
-        WHEN previous_sma_50 >= previous_sma_200 AND sma_50 < sma_200 THEN 'death_cross'
-    END AS cross_signal,
-    vwap_20,
-    CASE
-        WHEN close >= vwap_20 THEN 'above'
-        WHEN close < vwap_20 THEN 'below'
-    END AS close_vs_vwap,
-    100.0 * (close - vwap_20) / NULLIF(vwap_20, 0) AS pct_from_vwap
-FROM ordered
-WHERE next_trade_date IS NULL
-"""
-
-# Close-to-close return over the symbol's previous stored session (NULL on its first row).
-_DAILY_RETURNS_SQL = """
-SELECT
-    symbol,
-    trade_date,
-    close,
-    close / NULLIF(LAG(close) OVER (PARTITION BY symbol ORDER BY trade_date), 0) - 1 AS daily_return
-FROM fact_daily_prices
-"""
-
-# Per symbol: NYSE sessions (from dim_date) between its first and last stored date, and how
-# many of them have a row. Needs dim_date to cover the range (`ensure_dim_date`).
-_DATA_COMPLETENESS_SQL = """
-WITH stored AS (
-    SELECT symbol, MIN(trade_date) AS first_date, MAX(trade_date) AS last_date
-    FROM fact_daily_prices
-    GROUP BY symbol
-),
-expected AS (
-    SELECT s.symbol, COUNT(*) AS sessions_expected
-    FROM stored AS s
-    JOIN dim_date AS d
-        ON d.trade_date BETWEEN s.first_date AND s.last_date AND d.is_trading_day = 1
-    GROUP BY s.symbol
-),
-present AS (
-    SELECT p.symbol, COUNT(*) AS sessions_present
-    FROM fact_daily_prices AS p
-    JOIN dim_date AS d
-        ON d.trade_date = p.trade_date AND d.is_trading_day = 1
-    GROUP BY p.symbol
-)
-SELECT
-    s.symbol,
-    s.first_date,
-    s.last_date,
-    COALESCE(e.sessions_expected, 0) AS sessions_expected,
-    COALESCE(p.sessions_present, 0) AS sessions_present,
-    COALESCE(e.sessions_expected, 0) - COALESCE(p.sessions_present, 0) AS sessions_missing,
-    ROUND(100.0 * COALESCE(p.sessions_present, 0) / NULLIF(e.sessions_expected, 0), 2) AS completeness_pct
-FROM stored AS s
-LEFT JOIN expected AS e ON e.symbol = s.symbol
-LEFT JOIN present AS p ON p.symbol = s.symbol
-"""
-
-VIEWS = {
-    "v_latest_signals": _LATEST_SIGNALS_SQL,
-    "v_daily_returns": _DAILY_RETURNS_SQL,
-    "v_data_completeness": _DATA_COMPLETENESS_SQL,
-}
-
 # --- Reads --------------------------------------------------------------------------
-PRICE_COLUMNS = ["symbol", "trade_date", "open", "high", "low", "close", "volume", "source", "quality_flags"]
-HISTORY_TAIL_COLUMNS = [
-    "symbol",
-    "trade_date",
-    "open",
-    "high",
-    "low",
-    "close",
-    "volume",
-    "rsi_avg_gain_14",
-    "rsi_avg_loss_14",
-]
-# The last `?` rows of one symbol before a date. It walks the primary-key index backwards
-# from `before` and stops after LIMIT rows, so its cost does not grow with the length of the
+# The last `:rows` rows of one symbol before a date. It walks the primary-key index backwards
+# from `:before` and stops after LIMIT rows, so its cost does not grow with the length of the
 # history. (A ROW_NUMBER() window over all symbols would number every earlier row first.)
-HISTORY_TAIL_SQL = """
-SELECT symbol, trade_date, open, high, low, close, volume
+LOOKBACK_TAIL_SQL = """
+SELECT symbol, trade_date, open, high, low, close, volume, source, quality_flags
 FROM fact_daily_prices
-WHERE symbol = ? AND trade_date < ?
+WHERE symbol = :symbol AND trade_date < :before
 ORDER BY trade_date DESC
-LIMIT ?
+LIMIT :rows
 """
 # The RSI state stored on one session (the last row of a tail).
 RSI_STATE_SQL = """
 SELECT rsi_avg_gain_14, rsi_avg_loss_14
 FROM fact_technical_indicators
-WHERE symbol = ? AND trade_date = ?
+WHERE symbol = :symbol AND trade_date = :trade_date
+"""
+# Stored rows on or after the first new date (a rerun, or a backfill into the middle of a history).
+LOOKBACK_AFTER_SQL = """
+SELECT symbol, trade_date, open, high, low, close, volume, source, quality_flags
+FROM fact_daily_prices
+WHERE symbol = :symbol AND trade_date >= :before
+ORDER BY trade_date
 """
 # Column dtypes of the frames the read functions return.
 _READ_DTYPES = {
@@ -335,7 +197,7 @@ def _locked_message(conn: sqlite3.Connection) -> str:
 
 
 @contextlib.contextmanager
-def _write_transaction(conn: sqlite3.Connection) -> Iterator[None]:
+def write_transaction(conn: sqlite3.Connection) -> Iterator[None]:
     """Run the `with` block in one write transaction: all of it is committed, or none of it.
 
     BEGIN IMMEDIATE takes the write lock at the start (waiting up to the busy timeout), so
@@ -397,61 +259,27 @@ def create_schema(conn: sqlite3.Connection) -> None:
     Raises:
         ValueError: schema.py has a new NOT NULL column that an existing table lacks.
     """
-    with _write_transaction(conn):
+    with write_transaction(conn):
         for table in TABLES.values():
             conn.execute(create_table_sql(table))
             _add_missing_columns(conn, table)
-        _create_indexes(conn)
-        for view_name, select_sql in VIEWS.items():
+        create_indexes(conn)
+        for view_name in VIEWS:
             conn.execute(f"DROP VIEW IF EXISTS {view_name}")
-            conn.execute(f"CREATE VIEW {view_name} AS {select_sql}")
+            conn.execute(f"CREATE VIEW {view_name} AS {render_view(view_name, lambda table: table)}")
     logger.info("SQLite schema ready: %d tables, %d views", len(TABLES), len(VIEWS))
 
 
-def _index_name(table_name: str, columns: tuple[str, ...]) -> str:
+def index_name(table_name: str, columns: tuple[str, ...]) -> str:
     return f"idx_{table_name}_{'_'.join(columns)}"
 
 
-def _create_indexes(conn: sqlite3.Connection) -> None:
+def create_indexes(conn: sqlite3.Connection) -> None:
     """Create the INDEXES that are missing (inside the caller's transaction)."""
     for table_name, columns in INDEXES:
         conn.execute(
-            f"CREATE INDEX IF NOT EXISTS {_index_name(table_name, columns)} ON {table_name} ({', '.join(columns)})"
+            f"CREATE INDEX IF NOT EXISTS {index_name(table_name, columns)} ON {table_name} ({', '.join(columns)})"
         )
-
-
-def begin_bulk_load(conn: sqlite3.Connection) -> bool:
-    """Before a first backfill: drop the trade_date indexes of the fact tables if they are empty.
-
-    Why: rows arrive symbol by symbol, so each new row belongs in a different place of a
-    trade_date index (between the same date's rows of other symbols). Once that index is
-    bigger than the page cache, nearly every row costs a page read and write. Building the
-    index once at the end (`end_bulk_load`) sorts all rows in one go instead, and a
-    5,000-symbol backfill runs much faster (docs/benchmarks.md). Only empty tables are
-    touched: rebuilding the index of a filled table would cost more than it saves.
-
-    If the run stops before `end_bulk_load`, the next `create_schema` (every
-    `open_warehouse` calls it) builds the missing indexes.
-
-    Returns:
-        True when the indexes were dropped (then call `end_bulk_load` after the load).
-    """
-    trade_date_indexes = [(table_name, columns) for table_name, columns in INDEXES if columns == ("trade_date",)]
-    if any(conn.execute(f"SELECT 1 FROM {table_name} LIMIT 1").fetchone() for table_name, _ in trade_date_indexes):
-        return False
-    with _write_transaction(conn):
-        for table_name, columns in trade_date_indexes:
-            conn.execute(f"DROP INDEX IF EXISTS {_index_name(table_name, columns)}")
-    tables = ", ".join(table_name for table_name, _ in trade_date_indexes)
-    logger.info("Bulk load: the trade_date indexes of %s are built after the load", tables)
-    return True
-
-
-def end_bulk_load(conn: sqlite3.Connection) -> None:
-    """After a bulk load: build the indexes `begin_bulk_load` dropped (one sort per index)."""
-    with _write_transaction(conn):
-        _create_indexes(conn)
-    logger.info("Bulk load finished: indexes built")
 
 
 def _add_missing_columns(conn: sqlite3.Connection, table: Table) -> None:
@@ -503,7 +331,7 @@ def load_batch(conn: sqlite3.Connection, frames: dict[str, pd.DataFrame]) -> dic
         _check_columns(table, frame)
 
     written: dict[str, int] = {}
-    with _write_transaction(conn):
+    with write_transaction(conn):
         for table, frame in batch:
             if len(frame) > 0:
                 conn.executemany(_upsert_sql(table, list(frame.columns)), _sqlite_rows(table, frame))
@@ -689,7 +517,7 @@ def refresh_dim_symbol(conn: sqlite3.Connection, symbols: list[str], source_by_s
         {"symbol": symbol, "source": source_by_symbol.get(symbol), "updated_at": updated_at}
         for symbol in dict.fromkeys(symbols)
     ]
-    with _write_transaction(conn):
+    with write_transaction(conn):
         conn.executemany(sql, params)
     logger.info("Refreshed dim_symbol for %d symbols", len(params))
 
@@ -722,204 +550,51 @@ def query(conn: sqlite3.Connection, sql: str, params: tuple | dict = ()) -> pd.D
     return pd.read_sql_query(sql, conn, params=params)
 
 
-def read_prices(conn: sqlite3.Connection, symbols: list[str], start: str, end: str) -> pd.DataFrame:
-    """Read stored prices for some symbols from start to end (both included).
+def read_lookback(conn: sqlite3.Connection, symbols: list[str], before: str, rows: int) -> pd.DataFrame:
+    """Read what a load of new rows from `before` on needs to know of each symbol's stored history.
 
-    Returns:
-        A DataFrame with PRICE_COLUMNS (symbol, trade_date, open, high, low, close, volume,
-        source, quality_flags), sorted by symbol and trade_date; prices float64, volume int64,
-        quality_flags '' where none were stored.
-    """
-    if not symbols:
-        return _typed(pd.DataFrame(columns=PRICE_COLUMNS))
-    placeholders = ", ".join("?" for _ in symbols)
-    sql = (
-        f"SELECT {', '.join(PRICE_COLUMNS)} FROM fact_daily_prices "
-        f"WHERE symbol IN ({placeholders}) AND trade_date BETWEEN ? AND ? "
-        "ORDER BY symbol, trade_date"
-    )
-    rows = conn.execute(sql, (*symbols, start, end)).fetchall()
-    frame = _typed(pd.DataFrame(rows, columns=PRICE_COLUMNS))
-    frame["quality_flags"] = frame["quality_flags"].fillna("")
-    logger.debug("Read %d price rows for %d symbols, %s..%s", len(frame), len(symbols), start, end)
-    return frame
-
-
-def read_history_tail(conn: sqlite3.Connection, symbols: list[str], before: str, rows: int) -> pd.DataFrame:
-    """Read, per symbol, the last `rows` stored sessions before a date, with the RSI state.
-
-    The indicator step uses this as its lookback, so it can compute new rows without reading
-    the whole history. Two indexed queries per symbol (HISTORY_TAIL_SQL, RSI_STATE_SQL).
-
-    Only the LAST row of each symbol gets its stored RSI averages: that is all the RSI
-    continuation uses (see `compute_indicators_incremental`). Not joining the indicators
-    of the other rows halves the pages a daily run reads, which matters once the warehouse
-    is too big for the disk cache (docs/benchmarks.md, daily incremental).
+    Per symbol: the last `rows` stored sessions before `before` (the indicators' lookback), the
+    RSI running averages stored on the last of them, and every stored row on or after `before`
+    (their indicators depend on the new rows). Three primary-key searches per symbol, so the
+    cost does not grow with the length of the history. Only the LAST row before `before` gets
+    its RSI averages: that is all the RSI continuation uses (see
+    `indicators_vectorised.compute_indicators_incremental`), and not joining the indicators of
+    the other rows halves the pages a daily run reads.
 
     Args:
         conn: an open warehouse connection.
         symbols: the symbols to read.
-        before: 'YYYY-MM-DD'; only sessions strictly before it are returned.
-        rows: how many sessions per symbol (fewer when there are fewer).
+        before: 'YYYY-MM-DD', the first date of the new data.
+        rows: how many sessions before `before` per symbol (fewer when there are fewer).
 
     Returns:
-        A DataFrame with HISTORY_TAIL_COLUMNS (symbol, trade_date, open, high, low, close,
-        volume, rsi_avg_gain_14, rsi_avg_loss_14), sorted by symbol and trade_date; prices and
-        RSI averages float64 (NaN on all but each symbol's last row, and where no indicator
-        row is stored), volume int64.
+        A DataFrame with LOOKBACK_COLUMNS, sorted by symbol and trade_date; prices and RSI
+        averages float64 (NaN where not stored, and on all but each symbol's last row before
+        `before`), volume int64, quality_flags '' where none were stored.
 
     Raises:
         ValueError: rows is negative.
 
     Example:
-        >>> read_history_tail(conn, ["AAPL", "MSFT"], before="2024-07-01", rows=200)
+        >>> read_lookback(conn, ["AAPL", "MSFT"], before="2024-07-01", rows=200)
     """
     if rows < 0:
         # SQLite reads LIMIT -1 as "no limit", which would quietly return the whole history.
         raise ValueError(f"rows must be 0 or more, got {rows}")
     found: list[tuple] = []
     for symbol in dict.fromkeys(symbols):
-        tail = conn.execute(HISTORY_TAIL_SQL, (symbol, before, rows)).fetchall()
-        if not tail:
-            continue
-        # Newest first: tail[0] is the last session, the one whose RSI state counts.
-        state = conn.execute(RSI_STATE_SQL, (symbol, tail[0][1])).fetchone() or (None, None)
-        found.append((*tail[0], *state))
-        found.extend((*row, None, None) for row in tail[1:])
-    frame = pd.DataFrame(found, columns=HISTORY_TAIL_COLUMNS)
-    frame = frame.sort_values(["symbol", "trade_date"], ignore_index=True)
-    return _typed(frame)
-
-
-# --- Reading ahead ---------------------------------------------------------------------------
-# How many connections read pages at the same time in `prefetch_pages`. One connection reads
-# one 4 KiB page after another; the benchmark VM's disk serves ~9,000 such reads a second one
-# at a time, but ~19,000 with 4 in flight and ~29,000 with 16 (docs/benchmarks.md).
-PREFETCH_THREADS = 8
-
-# The prefetch reads a symbol's lookback as "the rows of the last rows * 1.5 calendar days"
-# (200 rows -> 300 days, which hold >= 200 NYSE sessions: a year has ~252 sessions in 365
-# days). Why not "the last 200 rows" like the load: that query walks the B-tree backwards, and
-# Linux only reads ahead of files read forwards. Forwards, a symbol's ~7 pages come in one or
-# two large reads instead of one read each: on the 20-year benchmark file 59,000 reads instead
-# of 75,000 (docs/benchmarks.md). A symbol with gaps may have fewer rows in that span; the load
-# then reads the few older pages itself.
-CALENDAR_DAYS_PER_SESSION = 1.5
-
-# What loading one symbol reads from each table (see loader.build_load_frames and
-# load_batch's upserts), as COUNT queries: SQLite reads the same pages, but no rows travel
-# back to Python. Parameters: :symbol, :before (the first new date), :since (the first date
-# of the lookback span, see CALENDAR_DAYS_PER_SESSION) and :rows (the lookback).
-PREFETCH_SQL = (
-    # the lookback before the new rows (read_history_tail, read_prices), read forwards: its
-    # last page is also where the new prices go
-    """SELECT COUNT(*) FROM fact_daily_prices
-       WHERE symbol = :symbol AND trade_date >= :since AND trade_date < :before""",
-    # stored rows on or after the first new date (read_prices; a rerun replaces them)
-    """SELECT COUNT(*) FROM (SELECT close FROM fact_daily_prices
-       WHERE symbol = :symbol AND trade_date >= :before LIMIT :rows)""",
-    # the RSI state of the last stored session; its page is where the new indicators go
-    """SELECT COUNT(*) FROM (SELECT rsi_14 FROM fact_technical_indicators
-       WHERE symbol = :symbol AND trade_date < :before ORDER BY trade_date DESC LIMIT 1)""",
-    # the latest weekly and monthly bars, which the load recomputes and replaces
-    """SELECT COUNT(*) FROM (SELECT close FROM agg_weekly_prices
-       WHERE symbol = :symbol ORDER BY period_start DESC LIMIT 2)""",
-    """SELECT COUNT(*) FROM (SELECT close FROM agg_monthly_prices
-       WHERE symbol = :symbol ORDER BY period_start DESC LIMIT 2)""",
-)
-
-# Runs `prefetch_pages` in the background for `start_prefetch`. One thread: the next
-# prefetch waits for the one before it instead of competing with it for the disk.
-_prefetch_runner = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sqlite-prefetch")
-
-
-def start_prefetch(conn: sqlite3.Connection, symbols: list[str], before: str, rows: int) -> Future:
-    """Start reading, in the background, the warehouse pages a load of these symbols will need.
-
-    Why: a daily run loads one new row per symbol, but on a big warehouse each symbol's rows
-    sit in a different part of the file. Once Linux has evicted the file from its cache
-    (it does so for pages nobody touched for a while), the load reads those pages from disk
-    one at a time, and the run takes twice as long on a 20-year warehouse as on a 1-year one.
-    Reading them beforehand, on several connections at once (`prefetch_pages`), puts them in
-    the OS cache while the current batch is still being loaded; the load then finds them there.
-    It changes nothing in the file and returns nothing the load uses: the load reads the same
-    rows itself, so its results are the same with or without the prefetch.
-
-    Args:
-        conn: the open warehouse connection (only used to find the file).
-        symbols: the symbols of the batch that will be loaded next.
-        before: 'YYYY-MM-DD', the first date that batch will load.
-        rows: the lookback the load reads (indicators.LOOKBACK_ROWS).
-
-    Returns:
-        A Future; `.result()` waits until the pages are read and gives the rows counted.
-        An in-memory database has no file to read ahead: its Future is already done (0).
-
-    Example:
-        >>> pending = start_prefetch(conn, ["AAPL", "MSFT"], before="2024-07-01", rows=200)
-        >>> ...  # load the current batch
-        >>> pending.result()  # the pages of AAPL and MSFT are in the OS cache now
-    """
-    # The connection belongs to this thread (sqlite3 refuses to share it), so the background
-    # readers open their own connections to the same file.
-    database_file = conn.execute("PRAGMA database_list").fetchone()[2]
-    if not database_file or not symbols:
-        done: Future = Future()
-        done.set_result(0)
-        return done
-    return _prefetch_runner.submit(prefetch_pages, database_file, list(symbols), before, rows)
-
-
-def prefetch_pages(database_file: str, symbols: list[str], before: str, rows: int) -> int:
-    """Read the pages a load of these symbols needs, PREFETCH_THREADS connections at once (blocking).
-
-    Each thread takes every PREFETCH_THREADS-th symbol and runs PREFETCH_SQL for it. Python
-    threads take turns running Python, but sqlite3 lets go of that lock (the GIL) while SQLite
-    works, so the threads' disk reads really are in flight together.
-
-    This is only a speed-up, so a failure is logged and the load goes on without it (it then
-    reads the pages itself, more slowly).
-
-    Returns:
-        How many stored rows the queries counted (0 after a failure).
-    """
-    shares = [share for share in (symbols[start::PREFETCH_THREADS] for start in range(PREFETCH_THREADS)) if share]
-    with ThreadPoolExecutor(max_workers=len(shares)) as pool:
-        counted = pool.map(lambda share: _prefetch_share(database_file, share, before, rows), shares)
-        return sum(counted)
-
-
-def prefetch_since(before: str, rows: int) -> str:
-    """The first date of the span the prefetch reads as a symbol's lookback of `rows` rows.
-
-    Example:
-        >>> prefetch_since("2024-07-01", 200)  # 300 calendar days earlier
-        '2023-09-05'
-    """
-    span_days = math.ceil(rows * CALENDAR_DAYS_PER_SESSION)
-    return (date.fromisoformat(before) - timedelta(days=span_days)).isoformat()
-
-
-def _prefetch_share(database_file: str, symbols: list[str], before: str, rows: int) -> int:
-    """Run PREFETCH_SQL for some symbols on a connection of its own; returns the rows counted."""
-    counted = 0
-    try:
-        # Read-only (mode=ro): a prefetch can never write, nor create an empty file by mistake.
-        conn = sqlite3.connect(f"{Path(database_file).as_uri()}?mode=ro", uri=True, isolation_level=None)
-        try:
-            since = prefetch_since(before, rows)
-            for symbol in symbols:
-                params = {"symbol": symbol, "before": before, "since": since, "rows": rows}
-                for sql in PREFETCH_SQL:
-                    counted += conn.execute(sql, params).fetchone()[0]
-        finally:
-            conn.close()
-    except sqlite3.Error as exc:
-        logger.warning(
-            "Prefetch of %d symbols from %s failed (the load reads them itself): %s", len(symbols), database_file, exc
-        )
-        return 0
-    return counted
+        params = {"symbol": symbol, "before": before, "rows": rows}
+        tail = conn.execute(LOOKBACK_TAIL_SQL, params).fetchall()
+        if tail:
+            # Newest first: tail[0] is the last session, the one whose RSI state counts.
+            state = conn.execute(RSI_STATE_SQL, {"symbol": symbol, "trade_date": tail[0][1]}).fetchone()
+            found.append((*tail[0], *(state or (None, None))))
+            found.extend((*row, None, None) for row in tail[1:])
+        found.extend((*row, None, None) for row in conn.execute(LOOKBACK_AFTER_SQL, params))
+    frame = pd.DataFrame(found, columns=LOOKBACK_COLUMNS)
+    frame = _typed(frame.sort_values(["symbol", "trade_date"], ignore_index=True))
+    frame["quality_flags"] = frame["quality_flags"].fillna("")
+    return frame
 
 
 def _typed(frame: pd.DataFrame) -> pd.DataFrame:

@@ -1,10 +1,9 @@
 """Pick the warehouse backend from the settings, so pipeline code never changes with it.
 
 `sqlite_warehouse` and `bigquery_handler` expose the same functions (`create_schema`,
-`load_batch`, `read_history_tail`, `read_prices`, `record_run`, `query`, `refresh_dim_symbol`,
-`ensure_dim_date`, `begin_bulk_load`, `end_bulk_load`, `start_prefetch`), each taking its own
-connection handle first. `Warehouse` bundles the chosen module with its open handle, so callers write
-`warehouse.load_batch(frames)`.
+`load_batch`, `read_lookback`, `record_run`, `query`, `refresh_dim_symbol`, `ensure_dim_date`),
+each taking its own connection handle first. `Warehouse` bundles the chosen module with its
+open handle, so callers write `warehouse.load_batch(frames)`.
 
 Example:
     >>> warehouse = open_warehouse(load_settings())
@@ -13,11 +12,10 @@ Example:
 
 from __future__ import annotations
 
-from concurrent.futures import Future
-
 import pandas as pd
 
 from src.config import Settings
+from src.storage import sqlite_warehouse
 
 
 class Warehouse:
@@ -34,20 +32,8 @@ class Warehouse:
     def load_batch(self, frames: dict[str, pd.DataFrame]) -> dict[str, int]:
         return self.module.load_batch(self.handle, frames)
 
-    def begin_bulk_load(self) -> bool:
-        return self.module.begin_bulk_load(self.handle)
-
-    def end_bulk_load(self) -> None:
-        self.module.end_bulk_load(self.handle)
-
-    def start_prefetch(self, symbols: list[str], before: str, rows: int) -> Future:
-        return self.module.start_prefetch(self.handle, symbols, before, rows)
-
-    def read_history_tail(self, symbols: list[str], before: str, rows: int) -> pd.DataFrame:
-        return self.module.read_history_tail(self.handle, symbols, before, rows)
-
-    def read_prices(self, symbols: list[str], start: str, end: str) -> pd.DataFrame:
-        return self.module.read_prices(self.handle, symbols, start, end)
+    def read_lookback(self, symbols: list[str], before: str, rows: int) -> pd.DataFrame:
+        return self.module.read_lookback(self.handle, symbols, before, rows)
 
     def record_run(self, run: dict) -> None:
         self.module.record_run(self.handle, run)
@@ -77,16 +63,14 @@ def open_warehouse(settings: Settings, create: bool = True) -> Warehouse:
     Returns:
         An open `Warehouse`; call `.close()` when done.
     """
-    # Imported here so a SQLite-only run never imports the BigQuery client (and vice versa).
     if settings.warehouse_backend == "bigquery":
-        from src.storage import bigquery_handler as module
+        # Imported here: the BigQuery client library takes about a second to import, and a
+        # SQLite run (the CLI on a laptop, the tests) never needs it.
+        from src.storage import bigquery_handler
 
-        handle = module.connect(settings)
+        warehouse = Warehouse("bigquery", bigquery_handler, bigquery_handler.connect(settings))
     else:
-        from src.storage import sqlite_warehouse as module
-
-        handle = module.connect(settings.sqlite_path)
-    warehouse = Warehouse(settings.warehouse_backend, module, handle)
+        warehouse = Warehouse("sqlite", sqlite_warehouse, sqlite_warehouse.connect(settings.sqlite_path))
     if create:
         warehouse.create_schema()
     return warehouse

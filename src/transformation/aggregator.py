@@ -16,7 +16,7 @@ import logging
 
 import pandas as pd
 
-from src.transformation.indicators import sort_by_symbol_and_date
+from src.transformation.indicators_vectorised import sort_by_symbol_and_date
 
 logger = logging.getLogger(__name__)
 

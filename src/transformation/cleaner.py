@@ -25,8 +25,8 @@ import exchange_calendars
 import numpy as np
 import pandas as pd
 
-from src.ingestion.data_validator import REJECTED_COLUMNS, VALID_COLUMNS, add_quality_flag, validate_prices
-from src.storage.calendar_dim import nyse_calendar
+from src.market_calendar import nyse_calendar
+from src.transformation.data_validator import REJECTED_COLUMNS, VALID_COLUMNS, add_quality_flag, validate_prices
 
 logger = logging.getLogger(__name__)
 

@@ -1,9 +1,9 @@
 """The transform step: raw source prices in, clean prices and quarantined rows out.
 
-This is the one transform function. The CLI and the Airflow task call it in-process; the AWS
-Lambda handler (`src.transformation.lambda_handler`) calls the same function in the cloud.
-It is stateless on purpose (no warehouse access), so it can run anywhere: indicators, which
-need the stored history, are computed at load time (`src.storage.loader`).
+This is the one transform function: `steps.transform_batch` calls it, in the CLI, in the Airflow
+task and in the AWS Lambda (`src/lambda_handler.py`) alike. It is stateless on purpose (no
+warehouse access), so it can run anywhere: indicators, which need the stored history, are
+computed at load time (`transformation/warehouse_rows.py`, called by `steps.load_batch`).
 """
 
 from __future__ import annotations
@@ -14,8 +14,8 @@ from datetime import date
 
 import pandas as pd
 
-from src.ingestion.data_validator import validate_prices
 from src.transformation.cleaner import clean_prices
+from src.transformation.data_validator import validate_prices
 
 logger = logging.getLogger(__name__)
 

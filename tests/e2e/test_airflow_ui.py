@@ -47,7 +47,7 @@ def run_local(command: str, env: dict, timeout: float) -> subprocess.CompletedPr
 def local_stack(tmp_path):
     """The local stack started by `scripts/run-local.sh start` in tmp_path; stopped afterwards."""
     from src.local_stack.synthetic_data import write_synthetic_universe
-    from src.storage.calendar_dim import latest_completed_session
+    from src.market_calendar import latest_completed_session
 
     # Fail, not skip: scripts/run-tests.sh installs Chromium, so a missing one is a set-up bug.
     assert Path(CHROMIUM).exists(), "Chromium is not installed (apt-get install -y chromium)"

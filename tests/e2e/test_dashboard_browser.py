@@ -1,6 +1,6 @@
 """The dashboard in a real headless Chromium: it renders, its charts are there, no JavaScript errors.
 
-The warehouse is filled the way the pipeline fills it (transform_prices + load_clean_prices) with
+The warehouse is filled the way the pipeline fills it (transform_prices + steps.load_prices) with
 real AAPL, GOOG, IBM and MSFT prices (bokeh-sampledata, 2011-2013): a first run backfills the
 history, then one run per trading day loads that day, like the daily schedule. A second
 warehouse holds synthetic demo data, for the "SYNTHETIC DEMO DATA" banner.
@@ -21,12 +21,12 @@ from zoneinfo import ZoneInfo
 import pandas as pd
 import pytest
 
+from src import steps
 from src.config import PROJECT_ROOT, Settings, load_settings
 from src.local_stack.browser import CHROMIUM, launch_chromium
 from src.local_stack.synthetic_data import synthetic_prices
+from src.market_calendar import recent_sessions, sessions_between
 from src.monitoring.dashboard import SYNTHETIC_LABEL, build_dashboard
-from src.monitoring.health_checks import recent_sessions, sessions_between
-from src.storage.loader import load_clean_prices
 from src.storage.warehouse import open_warehouse
 from src.transformation.transform import transform_prices
 
@@ -62,7 +62,7 @@ def run_and_record(settings: Settings, raw: pd.DataFrame, run_id: str, trading_d
     clean, quarantine = transform_prices(raw, run_date=trading_day)
     warehouse = open_warehouse(settings)
     try:
-        load_clean_prices(warehouse, clean, quarantine, run_id, started_at.astimezone(UTC).isoformat())
+        steps.load_prices(warehouse, clean, quarantine, run_id, started_at.astimezone(UTC).isoformat())
         duration = time.perf_counter() - clock
         warehouse.record_run(
             {

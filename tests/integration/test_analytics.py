@@ -16,12 +16,11 @@ import pandas as pd
 import pytest
 from pandas.testing import assert_frame_equal
 
-from src import analytics
+from src import analytics, steps
 from src.config import load_settings
 from src.storage.calendar_dim import build_dim_date
-from src.storage.loader import load_clean_prices
 from src.storage.warehouse import open_warehouse
-from src.transformation.indicators import compute_indicators
+from src.transformation.indicators_vectorised import compute_indicators
 from src.transformation.transform import transform_prices
 
 pytestmark = pytest.mark.integration
@@ -53,7 +52,7 @@ def loaded(real_prices_4_symbols, tmp_path_factory):
     warehouse = open_warehouse(
         load_settings(env_file="", overrides={"WAREHOUSE_BACKEND": "sqlite", "SQLITE_PATH": str(path)})
     )
-    load_clean_prices(warehouse, clean, quarantine, RUN_ID, LOADED_AT)
+    steps.load_prices(warehouse, clean, quarantine, RUN_ID, LOADED_AT)
     # The oracle: indicators computed in one go with pandas (tested against TA-Lib elsewhere).
     indicators = clean[["symbol", "trade_date", "close"]].merge(compute_indicators(clean), on=["symbol", "trade_date"])
     yield warehouse, clean, indicators
@@ -252,7 +251,7 @@ def test_every_query_gives_the_same_rows_on_bigquery(loaded, real_prices_4_symbo
     clean, quarantine = clean_real_prices(real_prices_4_symbols)
     bigquery = open_warehouse(bq_settings)
     try:
-        load_clean_prices(bigquery, clean, quarantine, RUN_ID, LOADED_AT)
+        steps.load_prices(bigquery, clean, quarantine, RUN_ID, LOADED_AT)
         assert analytics.latest_trade_date(bigquery) == LAST_DAY
         days = {"top_movers": "2013-01-24", "rsi_extremes": "2012-01-25", "crosses": "2012-09-17"}
         for name in analytics.QUERIES:

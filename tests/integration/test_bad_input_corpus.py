@@ -21,7 +21,7 @@ import pytest
 from src.config import ConfigurationError, load_settings
 from src.ingestion.sources import fetch_batch
 from src.ingestion.symbols import InvalidSymbolInputError, normalize_symbols
-from src.pipeline import run_pipeline
+from src.steps import run_pipeline
 from src.transformation.transform import transform_prices
 from tests.fixtures.bad_inputs import (
     API_REPLY_CASES,

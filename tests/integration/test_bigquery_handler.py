@@ -13,28 +13,26 @@ import pytest
 from pandas.testing import assert_frame_equal
 
 from src.storage.bigquery_handler import (
-    HISTORY_TAIL_COLUMNS,
-    PRICE_COLUMNS,
-    VIEWS,
     BigQueryLoadError,
     connect,
     create_schema,
     ensure_dim_date,
     load_batch,
     query,
-    read_history_tail,
-    read_prices,
+    read_lookback,
     record_run,
     refresh_dim_symbol,
 )
 from src.storage.calendar_dim import build_dim_date
-from src.storage.schema import TABLES, Column
-from src.transformation.indicators import compute_indicators
+from src.storage.schema import LOOKBACK_COLUMNS, TABLES, Column
+from src.storage.views import VIEW_COLUMNS, VIEWS
+from src.transformation.indicators_vectorised import compute_indicators
 from tests.fixtures.market_data import load_bokeh_prices
 
 pytestmark = pytest.mark.integration
 
 LOADED_AT = "2024-07-03T22:15:00+00:00"
+PRICE_COLUMNS = ["symbol", "trade_date", "open", "high", "low", "close", "volume", "source", "quality_flags"]
 # Written out here on purpose, independently of the module's own mapping.
 EXPECTED_BIGQUERY_TYPE = {
     "STRING": "STRING",
@@ -53,6 +51,12 @@ def warehouse(bq_settings):
     create_schema(wh)
     yield wh
     wh.close()
+
+
+def read_prices(wh, symbols: list[str], start: str, end: str) -> pd.DataFrame:
+    """The stored price rows of `symbols` from `start` to `end` (through read_lookback, rows=0)."""
+    rows = read_lookback(wh, symbols, before=start, rows=0)
+    return rows.loc[rows["trade_date"] <= end, PRICE_COLUMNS].reset_index(drop=True)
 
 
 def validated_prices(symbol: str, first: str, last: str) -> pd.DataFrame:
@@ -256,7 +260,7 @@ def test_an_unknown_table_or_column_is_refused_before_anything_is_loaded(warehou
 # --- reading --------------------------------------------------------------------------------
 
 
-def test_read_history_tail_returns_the_last_rows_before_a_date_with_rsi_state(warehouse):
+def test_read_lookback_returns_the_last_rows_before_a_date_with_rsi_state_and_every_row_after(warehouse):
     prices = pd.concat(
         [
             validated_prices("IBM", "2001-01-02", "2001-03-30"),
@@ -267,12 +271,16 @@ def test_read_history_tail_returns_the_last_rows_before_a_date_with_rsi_state(wa
     indicators = compute_indicators(prices)
     load_batch(warehouse, {"fact_daily_prices": prices, "fact_technical_indicators": indicators})
 
-    history = read_history_tail(warehouse, ["IBM", "MSFT"], before="2001-03-01", rows=5)
+    lookback = read_lookback(warehouse, ["IBM", "MSFT"], before="2001-03-01", rows=5)
+    history = lookback[lookback["trade_date"] < "2001-03-01"].reset_index(drop=True)
+    after = lookback[lookback["trade_date"] >= "2001-03-01"].reset_index(drop=True)
 
     joined = prices.merge(indicators, on=["symbol", "trade_date"])
     before = joined[joined["trade_date"] < "2001-03-01"].sort_values(["symbol", "trade_date"])
-    expected = before.groupby("symbol").tail(5)[HISTORY_TAIL_COLUMNS].reset_index(drop=True)
+    expected = before.groupby("symbol").tail(5)[LOOKBACK_COLUMNS].reset_index(drop=True)
     assert_frame_equal(history, expected, check_exact=True)
+    later = prices[prices["trade_date"] >= "2001-03-01"].sort_values(["symbol", "trade_date"])
+    assert_frame_equal(after[PRICE_COLUMNS], later[PRICE_COLUMNS].reset_index(drop=True), check_exact=True)
     assert history["trade_date"].tolist() == ["2001-02-22", "2001-02-23", "2001-02-26", "2001-02-27", "2001-02-28"] * 2
     assert history["rsi_avg_gain_14"].notna().all()
 
@@ -497,7 +505,7 @@ def test_views_match_the_sqlite_warehouse_views_on_the_same_rows(warehouse):
     sqlite_warehouse.load_batch(conn, frames)
     sqlite_warehouse.ensure_dim_date(conn, "2000-06-01", "2001-06-29")
 
-    for name, columns in sqlite_warehouse.VIEW_COLUMNS.items():
+    for name, columns in VIEW_COLUMNS.items():
         order = "symbol, trade_date" if "trade_date" in columns else "symbol"
         in_bigquery = query(warehouse, f"SELECT * FROM `{warehouse.table_id(name)}` ORDER BY {order}")
         in_sqlite = sqlite_warehouse.query(conn, f"SELECT * FROM {name} ORDER BY {order}")

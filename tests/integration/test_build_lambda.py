@@ -25,8 +25,8 @@ def lambda_zip(tmp_path_factory) -> Path:
 
 def test_package_holds_the_handler_and_small_dependencies_only(lambda_zip):
     names = set(zipfile.ZipFile(lambda_zip).namelist())
-    assert "src/transformation/lambda_handler.py" in names
-    assert "src/pipeline_steps.py" in names
+    assert "src/lambda_handler.py" in names
+    assert "src/steps.py" in names
     assert any(name.startswith("exchange_calendars/") for name in names)
     assert any(name.startswith("dotenv/") for name in names)
     # pandas/numpy/pyarrow come from the AWS SDK for pandas layer; local stand-ins stay out.
@@ -40,11 +40,11 @@ def test_handler_imports_from_the_extracted_package(lambda_zip, tmp_path):
     # site.py, so our editable install (a .pth import hook) cannot shadow the extracted copy;
     # site-packages then stands in for the AWS SDK for pandas layer.
     code = (
-        "import src.transformation.lambda_handler as h, src.pipeline_steps, src.ingestion.raw_replies, "
+        "import src.lambda_handler as h, src.steps, src.ingestion.raw_replies, "
         "src.transformation.transform, src.storage.s3_handler; print(h.__file__)"
     )
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path), sysconfig.get_paths()["purelib"]])}
     result = subprocess.run(
         [sys.executable, "-S", "-c", code], env=env, cwd=tmp_path, capture_output=True, text=True, check=True
     )
-    assert result.stdout.strip() == str(tmp_path / "src" / "transformation" / "lambda_handler.py")
+    assert result.stdout.strip() == str(tmp_path / "src" / "lambda_handler.py")

@@ -18,7 +18,7 @@ import pandas as pd
 import pytest
 import requests
 
-from src import pipeline
+from src import pipeline, steps
 from src.config import PROJECT_ROOT, load_settings
 from src.ingestion import alpha_vantage
 from src.local_stack.mock_alpha_vantage import start_mock_server
@@ -163,7 +163,7 @@ def test_alpha_vantage_failing_falls_back_to_the_next_source_after_the_useful_re
     mock_av.set_mode(mode)
     settings = make_settings(tmp_path, ALPHA_VANTAGE_BASE_URL=mock_av.base_url, HTTP_READ_TIMEOUT="0.3")
 
-    summary = pipeline.run_pipeline(SYMBOLS, START, END, settings, show_progress=False)
+    summary = steps.run_pipeline(SYMBOLS, START, END, settings, show_progress=False)
 
     assert summary.status == "success"
     assert mock_av.stats()["requests_by_symbol"] == {symbol: requests_per_symbol for symbol in SYMBOLS}
@@ -175,14 +175,14 @@ def test_the_daily_quota_running_out_mid_run_sends_the_rest_to_the_fallback_with
     server, thread, base_url = start_mock_server(data_dir, daily_limit=1)
     try:
         settings = make_settings(tmp_path, ALPHA_VANTAGE_BASE_URL=base_url)
-        summary = pipeline.run_pipeline(SYMBOLS, START, END, settings, show_progress=False)
+        summary = steps.run_pipeline(SYMBOLS, START, END, settings, show_progress=False)
         # AAPL got data, MSFT got the quota reply, IBM was never asked.
         assert server.stats()["requests_by_symbol"] == {"AAPL": 1, "MSFT": 1}
         assert summary.status == "success"
         assert_all_loaded_once(settings.sqlite_path)
 
         # The used-up quota is remembered: a second run today does not call at all.
-        pipeline.run_pipeline(SYMBOLS, START, END, settings, show_progress=False)
+        steps.run_pipeline(SYMBOLS, START, END, settings, show_progress=False)
         assert server.stats()["total_requests"] == 2
         assert_all_loaded_once(settings.sqlite_path)
     finally:
@@ -201,7 +201,7 @@ def test_yahoo_rate_limited_or_down_falls_back_to_the_file_source(fault, tmp_pat
             fake.queued = [(429, "Too Many Requests")] * 100
         else:
             fake.outage = True
-        summary = pipeline.run_pipeline(SYMBOLS, START, END, settings, show_progress=False, session=requests.Session())
+        summary = steps.run_pipeline(SYMBOLS, START, END, settings, show_progress=False, session=requests.Session())
 
     assert summary.status == "success"
     expected = "still rate-limited (HTTP 429) after 2 tries" if fault == "rate_limited" else "yahoo"
@@ -215,7 +215,7 @@ def test_yahoo_rate_limited_or_down_falls_back_to_the_file_source(fault, tmp_pat
 def test_a_symbol_no_source_can_serve_is_recorded_alerted_and_the_others_load(tmp_path, mock_av, slack_catcher):
     settings = make_settings(tmp_path, ALPHA_VANTAGE_BASE_URL=mock_av.base_url, SLACK_WEBHOOK_URL=slack_catcher.url)
 
-    summary = pipeline.run_pipeline([*SYMBOLS, "NOPE"], START, END, settings, show_progress=False)
+    summary = steps.run_pipeline([*SYMBOLS, "NOPE"], START, END, settings, show_progress=False)
 
     assert summary.status == "partial"
     assert summary.loaded == SYMBOLS
@@ -235,7 +235,7 @@ def test_slack_down_never_fails_the_run(tmp_path, mock_av, slack_catcher, caplog
     slack_catcher.set_fail_mode("500")
     settings = make_settings(tmp_path, ALPHA_VANTAGE_BASE_URL=mock_av.base_url, SLACK_WEBHOOK_URL=slack_catcher.url)
 
-    summary = pipeline.run_pipeline([*SYMBOLS, "NOPE"], START, END, settings, show_progress=False)
+    summary = steps.run_pipeline([*SYMBOLS, "NOPE"], START, END, settings, show_progress=False)
 
     assert summary.status == "partial"
     assert slack_catcher.post_count == 3  # retried, then given up
@@ -269,7 +269,7 @@ def test_a_failing_bigquery_load_job_merges_nothing_and_a_rerun_loads_everything
 
     monkeypatch.setattr(bigquery_handler, "frame_to_ndjson", one_bad_value)
     with pytest.raises(BigQueryLoadError, match="fact_daily_prices: load job .* failed"):
-        pipeline.run_pipeline(SYMBOLS, START, END, settings, show_progress=False)
+        steps.run_pipeline(SYMBOLS, START, END, settings, show_progress=False)
     wh = bigquery_handler.connect(settings)
     try:
         assert bigquery_handler.query(wh, "SELECT COUNT(*) AS n FROM fact_daily_prices")["n"].tolist() == [0]
@@ -278,7 +278,7 @@ def test_a_failing_bigquery_load_job_merges_nothing_and_a_rerun_loads_everything
         assert run["status"].tolist() == ["failed"] and run["error"][0].startswith("BigQueryLoadError")
 
         monkeypatch.setattr(bigquery_handler, "frame_to_ndjson", real_ndjson)
-        assert pipeline.run_pipeline(SYMBOLS, START, END, settings, show_progress=False).status == "success"
+        assert steps.run_pipeline(SYMBOLS, START, END, settings, show_progress=False).status == "success"
         counts = bigquery_handler.query(
             wh,
             "SELECT COUNT(*) AS n, COUNT(DISTINCT CONCAT(symbol, CAST(trade_date AS STRING))) AS k "
@@ -311,7 +311,7 @@ def test_a_warehouse_locked_for_a_moment_is_waited_for(tmp_path, data_dir):
     sqlite_warehouse.connect(settings.sqlite_path).close()  # the file exists, in WAL mode
     holder = hold_write_lock(settings.sqlite_path, 1.0)
 
-    summary = pipeline.run_pipeline(SYMBOLS, START, END, settings, show_progress=False)
+    summary = steps.run_pipeline(SYMBOLS, START, END, settings, show_progress=False)
 
     holder.wait(timeout=10)
     assert summary.status == "success"

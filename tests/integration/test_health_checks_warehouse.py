@@ -19,8 +19,10 @@ from zoneinfo import ZoneInfo
 import pandas as pd
 import pytest
 
+from src import steps
 from src.config import PROJECT_ROOT, Settings, load_settings
 from src.local_stack.synthetic_data import synthetic_prices
+from src.market_calendar import latest_completed_session, recent_sessions, sessions_between
 from src.monitoring import health_checks
 from src.monitoring.dashboard import build_dashboard
 from src.monitoring.health_checks import (
@@ -29,13 +31,10 @@ from src.monitoring.health_checks import (
     check_last_run,
     check_row_count_drop,
     check_validation_failures,
-    latest_completed_session,
-    recent_sessions,
     run_health_checks,
     run_pipeline_checks,
 )
 from src.storage import sqlite_warehouse
-from src.storage.loader import load_clean_prices
 from src.storage.warehouse import open_warehouse
 from src.transformation.transform import transform_prices
 from tests.fixtures.market_data import load_bokeh_prices
@@ -78,10 +77,7 @@ def real_rows(first: str, last: str, symbols=SYMBOLS, without: tuple[tuple[str, 
 def synthetic_rows(symbol: str, first: str, last: str) -> pd.DataFrame:
     """The project's synthetic demo bars for one symbol on the NYSE sessions first..last (labelled synthetic)."""
     sessions = pd.DatetimeIndex(
-        [
-            pd.Timestamp(day)
-            for day in health_checks.sessions_between(date.fromisoformat(first), date.fromisoformat(last))
-        ]
+        [pd.Timestamp(day) for day in sessions_between(date.fromisoformat(first), date.fromisoformat(last))]
     )
     frame = synthetic_prices(symbol, sessions).rename(columns={"date": "trade_date"})
     return frame.assign(symbol=symbol, source="synthetic", quality_flags="")
@@ -288,7 +284,7 @@ def load_through_the_pipeline(settings: Settings, run_id: str) -> None:
     clean, quarantine = transform_prices(raw, run_date="2012-07-06")
     warehouse = open_warehouse(settings)
     try:
-        load_clean_prices(warehouse, clean, quarantine, run_id, "2012-07-06T22:40:00+00:00")
+        steps.load_prices(warehouse, clean, quarantine, run_id, "2012-07-06T22:40:00+00:00")
     finally:
         warehouse.close()
 

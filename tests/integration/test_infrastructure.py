@@ -242,7 +242,7 @@ class TestTerraformRules:
     def test_transform_lambda_runs_the_handler_with_the_pandas_layer(self, resources, variables):
         function = resources("aws_lambda_function")["transform"]
         assert function["runtime"] == "python3.11"
-        assert function["handler"] == "src.transformation.lambda_handler.handler"
+        assert function["handler"] == "src.lambda_handler.handler"
         assert function["layers"] == ["${var.aws_sdk_pandas_layer_arn}"]
         assert function["filename"] == "${var.lambda_package_path}"
         assert variables["lambda_package_path"]["default"] == "../../lambda-build/transform.zip"

@@ -12,10 +12,10 @@ import pytest
 from botocore.response import StreamingBody
 from botocore.stub import Stubber
 
+from src.lambda_handler import handle_event
 from src.local_stack.mock_alpha_vantage import build_daily_reply
-from src.pipeline_steps import transform_raw_objects
+from src.steps import LambdaTransformError, invoke_transform_lambda, transform_raw_objects
 from src.storage.s3_handler import ensure_bucket, get_s3_client, land_raw_reply, read_processed_frame
-from src.transformation.lambda_handler import LambdaTransformError, handle_event, invoke_transform_lambda
 from tests.fixtures.market_data import load_bokeh_prices
 
 pytestmark = pytest.mark.integration
@@ -98,7 +98,7 @@ def test_direct_invoke_payload_transforms_raw_objects_into_processed_parquet(s3_
 
 def test_lambda_gives_the_same_files_as_the_in_process_transform(s3_settings, landed):
     s3, bucket, keys = landed
-    local = transform_raw_objects(s3, bucket, keys, LOGICAL_DATE, "local-part")
+    local = transform_raw_objects(s3, bucket, keys, date.fromisoformat(LOGICAL_DATE), "local-part").to_xcom()
     via_lambda = handle_event(
         {"bucket": bucket, "raw_keys": keys, "logical_date": LOGICAL_DATE, "part": "lambda-part"}, s3_settings, s3
     )
@@ -187,7 +187,12 @@ def test_invoke_sends_the_batch_and_returns_the_functions_result(s3_settings):
         },
     )
     with stub:
-        assert invoke_transform_lambda(["raw/a"], LOGICAL_DATE, "batch-001", s3_settings, client=client) == result
+        assert (
+            invoke_transform_lambda(
+                ["raw/a"], date.fromisoformat(LOGICAL_DATE), "batch-001", s3_settings, client=client
+            )
+            == result
+        )
     stub.assert_no_pending_responses()
 
 
@@ -196,11 +201,11 @@ def test_invoke_reports_the_functions_own_error(s3_settings):
     error = {"errorType": "S3StorageError", "errorMessage": "bucket x does not exist"}
     stub.add_response("invoke", {"StatusCode": 200, "FunctionError": "Unhandled", "Payload": _payload(error)})
     with stub, pytest.raises(LambdaTransformError, match="S3StorageError: bucket x does not exist"):
-        invoke_transform_lambda(["raw/a"], LOGICAL_DATE, "batch-001", s3_settings, client=client)
+        invoke_transform_lambda(["raw/a"], date.fromisoformat(LOGICAL_DATE), "batch-001", s3_settings, client=client)
 
 
 def test_invoke_of_a_missing_function_says_what_to_check(s3_settings):
     client, stub = _stubbed_lambda()
     stub.add_client_error("invoke", service_error_code="ResourceNotFoundException", http_status_code=404)
     with stub, pytest.raises(LambdaTransformError, match="Check that it is deployed"):
-        invoke_transform_lambda(["raw/a"], LOGICAL_DATE, "batch-001", s3_settings, client=client)
+        invoke_transform_lambda(["raw/a"], date.fromisoformat(LOGICAL_DATE), "batch-001", s3_settings, client=client)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import uuid
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 
 import pytest
 
@@ -20,7 +20,7 @@ from src.monitoring.metrics import (
     get_cloudwatch_client,
     publish_run_metrics,
 )
-from src.pipeline import RunSummary
+from src.steps import RunSummary
 from tests.fixtures.moto_server import free_local_port, reset_moto
 
 pytestmark = pytest.mark.integration
@@ -51,7 +51,7 @@ def finished_run() -> dict:
     """The pipeline_runs row of a partial run: 3 of 4 symbols loaded, one quarantined row."""
     summary = RunSummary(
         run_id="scheduled__2012-07-06",
-        logical_date="2012-07-06",
+        logical_date=date(2012, 7, 6),
         symbols_requested=["AAPL", "GOOG", "IBM", "MSFT"],
         loaded=["AAPL", "GOOG", "MSFT"],
         failed={"IBM": "no data from any source"},

@@ -9,9 +9,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from src import pipeline
+from src import pipeline, steps
 from src.storage import sqlite_warehouse
-from src.transformation.indicators import compute_indicators
+from src.transformation.indicators_vectorised import compute_indicators
 from tests.fixtures.market_data import load_bokeh_prices
 
 pytestmark = pytest.mark.integration
@@ -221,16 +221,16 @@ def test_a_crash_between_batches_leaves_consistent_tables_and_a_rerun_completes(
     # Two batches (BATCH_SIZE=1), so the second one is prepared in the background process
     # while the first is loaded; the crash comes in the loading of the second.
     args = ("--symbols", "IBM,MSFT", "--start", "2012-01-03", "--end", "2012-06-29")
-    real_load = pipeline.load_prepared_batch
+    real_load = steps.load_batch
     calls = []
 
-    def crash_on_second_batch(prepared, *a, **kw):
-        calls.append(prepared.symbols)
+    def crash_on_second_batch(transformed, *a, **kw):
+        calls.append(transformed.symbols)
         if len(calls) == 2:
             raise RuntimeError("simulated crash")
-        return real_load(prepared, *a, **kw)
+        return real_load(transformed, *a, **kw)
 
-    monkeypatch.setattr(pipeline, "load_prepared_batch", crash_on_second_batch)
+    monkeypatch.setattr(steps, "load_batch", crash_on_second_batch)
     with pytest.raises(RuntimeError, match="simulated crash"):
         run_cli(*args)
     assert calls == [["IBM"], ["MSFT"]]
@@ -247,7 +247,7 @@ def test_a_crash_between_batches_leaves_consistent_tables_and_a_rerun_completes(
         "RuntimeError: simulated crash",
     )
 
-    monkeypatch.setattr(pipeline, "load_prepared_batch", real_load)
+    monkeypatch.setattr(steps, "load_batch", real_load)
     assert run_cli(*args) == 0
     crashed_then_rerun = table_contents(env)
 

@@ -328,12 +328,12 @@ def test_processed_frame_round_trips_with_its_dtypes(s3, goog_prices):
     assert client.head_object(Bucket=bucket, Key=key)["ServerSideEncryption"] == "AES256"
 
 
-def test_processed_indicators_keep_their_warm_up_nans(s3, goog_prices):
+def test_processed_frames_keep_their_nans(s3, goog_prices):
     client, bucket = s3
     frame = goog_prices.head(10)[["symbol", "trade_date", "close"]].copy()
     frame["sma_5"] = frame["close"].rolling(5).mean()  # first 4 rows are NaN (warm-up)
 
-    key = write_processed_frame(client, bucket, frame, dataset="indicators", ingest_date="2004-09-01", part="batch-002")
+    key = write_processed_frame(client, bucket, frame, dataset="prices", ingest_date="2004-09-01", part="batch-002")
 
     back = read_processed_frame(client, bucket, key)
     assert_frame_equal(back, frame)
@@ -351,7 +351,7 @@ def test_list_processed_objects(s3, goog_prices):
         "processed/dataset=prices/ingest_date=2004-09-30/part-batch-001.parquet",
         "processed/dataset=prices/ingest_date=2004-09-30/part-batch-002.parquet",
     ]
-    assert list_processed_objects(client, bucket, "indicators", "2004-09-30") == []
+    assert list_processed_objects(client, bucket, "quarantine", "2004-09-29") == []
 
 
 # --------------------------------------------------------------------------- failures

@@ -12,9 +12,13 @@ import pandas as pd
 import pytest
 from pandas.testing import assert_frame_equal
 
+from src.storage import sqlite_bulk_load
 from src.storage import sqlite_warehouse as wh
 from src.storage.calendar_dim import build_dim_date
-from src.storage.schema import TABLES
+from src.storage.schema import LOOKBACK_COLUMNS, TABLES
+from src.storage.views import VIEW_COLUMNS
+
+PRICE_COLUMNS = ["symbol", "trade_date", "open", "high", "low", "close", "volume", "source", "quality_flags"]
 
 pytestmark = pytest.mark.integration
 
@@ -127,7 +131,7 @@ def test_tables_columns_keys_indexes_and_views_match_the_definitions(conn):
         "idx_pipeline_runs_logical_date",
     } <= indexes
 
-    for view, columns in wh.VIEW_COLUMNS.items():
+    for view, columns in VIEW_COLUMNS.items():
         cursor = conn.execute(f"SELECT * FROM {view}")
         assert tuple(d[0] for d in cursor.description) == columns
 
@@ -199,8 +203,8 @@ def test_a_changed_value_replaces_the_stored_one(conn, prices_2012):
     wh.load_batch(conn, {"fact_daily_prices": corrected})
 
     assert count_rows(conn, "fact_daily_prices") == len(prices_2012)
-    stored = wh.read_prices(conn, ["AAPL", "IBM", "MSFT"], "2012-01-01", "2012-12-31")
-    assert_frame_equal(stored, corrected[wh.PRICE_COLUMNS].sort_values(["symbol", "trade_date"], ignore_index=True))
+    stored = wh.read_lookback(conn, ["AAPL", "IBM", "MSFT"], before="2012-01-01", rows=0)[PRICE_COLUMNS]
+    assert_frame_equal(stored, corrected[PRICE_COLUMNS].sort_values(["symbol", "trade_date"], ignore_index=True))
 
 
 def test_a_rerun_with_unchanged_data_keeps_the_first_runs_audit_columns(conn, prices_2012):
@@ -337,7 +341,7 @@ def test_a_failure_mid_batch_rolls_back_every_table(conn, prices_2012):
 # --- Reads ---------------------------------------------------------------------------------
 
 
-def test_read_history_tail_returns_the_last_rows_before_a_date_per_symbol(conn, prices_2012):
+def test_read_lookback_returns_the_last_rows_before_a_date_and_every_row_after(conn, prices_2012):
     wh.load_batch(conn, {"fact_daily_prices": prices_2012})
     # RSI state stored for two IBM sessions only; the rest of the tail has no indicator row.
     rsi_state = pd.DataFrame(
@@ -350,7 +354,9 @@ def test_read_history_tail_returns_the_last_rows_before_a_date_per_symbol(conn, 
     )
     wh.load_batch(conn, {"fact_technical_indicators": rsi_state})
 
-    tail = wh.read_history_tail(conn, ["MSFT", "IBM", "AAPL", "NODATA"], before="2012-06-29", rows=3)
+    lookback = wh.read_lookback(conn, ["MSFT", "IBM", "AAPL", "NODATA"], before="2012-06-29", rows=3)
+    tail = lookback[lookback["trade_date"] < "2012-06-29"].reset_index(drop=True)
+    after = lookback[lookback["trade_date"] >= "2012-06-29"].reset_index(drop=True)
 
     expected = prices_2012[prices_2012["trade_date"] < "2012-06-29"].groupby("symbol").tail(3)
     # Only the last row of a tail carries the RSI state (IBM's 2012-06-28): that is all the
@@ -358,48 +364,58 @@ def test_read_history_tail_returns_the_last_rows_before_a_date_per_symbol(conn, 
     expected = expected.merge(
         rsi_state[rsi_state["trade_date"] == "2012-06-28"], on=["symbol", "trade_date"], how="left"
     )
-    expected = expected[wh.HISTORY_TAIL_COLUMNS].sort_values(["symbol", "trade_date"], ignore_index=True)
+    expected = expected[LOOKBACK_COLUMNS].sort_values(["symbol", "trade_date"], ignore_index=True)
     assert_frame_equal(tail, expected)
     assert tail["trade_date"].tolist() == ["2012-06-26", "2012-06-27", "2012-06-28"] * 3
     assert tail["volume"].dtype == "int64" and tail["close"].dtype == "float64"
+    # Every stored row on or after the date comes too (their indicators depend on new rows).
+    later = prices_2012[prices_2012["trade_date"] >= "2012-06-29"]
+    assert_frame_equal(
+        after[PRICE_COLUMNS], later[PRICE_COLUMNS].sort_values(["symbol", "trade_date"], ignore_index=True)
+    )
+    assert after["rsi_avg_gain_14"].isna().all()
 
 
-def test_read_history_tail_with_fewer_rows_than_asked_and_nothing_stored(conn, prices_2012):
-    wh.load_batch(conn, {"fact_daily_prices": prices_2012})
-    short = wh.read_history_tail(conn, ["AAPL"], before="2012-01-06", rows=250)
+def test_read_lookback_with_fewer_rows_than_asked_and_nothing_stored(conn, prices_2012):
+    wh.load_batch(conn, {"fact_daily_prices": prices_2012[prices_2012["trade_date"] < "2012-01-06"]})
+    short = wh.read_lookback(conn, ["AAPL"], before="2012-01-06", rows=250)
     assert short["trade_date"].tolist() == ["2012-01-03", "2012-01-04", "2012-01-05"]
-    empty = wh.read_history_tail(conn, ["NODATA"], before="2012-01-06", rows=250)
-    assert list(empty.columns) == wh.HISTORY_TAIL_COLUMNS and empty.empty
-    assert wh.read_history_tail(conn, ["AAPL"], before="2012-01-06", rows=0).empty
+    empty = wh.read_lookback(conn, ["NODATA"], before="2012-01-06", rows=250)
+    assert list(empty.columns) == LOOKBACK_COLUMNS and empty.empty
+    assert wh.read_lookback(conn, ["AAPL"], before="2012-01-06", rows=0).empty
+    assert wh.read_lookback(conn, [], before="2012-01-06", rows=250).empty
     with pytest.raises(ValueError, match="rows must be 0 or more"):
-        wh.read_history_tail(conn, ["AAPL"], before="2012-01-06", rows=-1)
+        wh.read_lookback(conn, ["AAPL"], before="2012-01-06", rows=-1)
 
 
-def test_history_tail_query_walks_the_primary_key_index(conn, real_prices_4_symbols):
+def test_lookback_queries_walk_the_primary_key_index(conn, real_prices_4_symbols):
     # 11,958 real sessions; the plan must be an index search, never a scan or a sort.
     wh.load_batch(conn, {"fact_daily_prices": real_prices_4_symbols})
     conn.execute("ANALYZE")  # with statistics the planner could pick another index; it must not
-    plan = [row[3] for row in conn.execute("EXPLAIN QUERY PLAN " + wh.HISTORY_TAIL_SQL, ("AAPL", "2012-01-01", 250))]
-    state_plan = [row[3] for row in conn.execute("EXPLAIN QUERY PLAN " + wh.RSI_STATE_SQL, ("AAPL", "2011-12-30"))]
+    params = {"symbol": "AAPL", "before": "2012-01-01", "rows": 250, "trade_date": "2011-12-30"}
+
+    def plan(sql: str) -> list[str]:
+        return [row[3] for row in conn.execute("EXPLAIN QUERY PLAN " + sql, params)]
+
     # The fact tables are WITHOUT ROWID: the primary key is the table's own B-tree.
-    assert plan == ["SEARCH fact_daily_prices USING PRIMARY KEY (symbol=? AND trade_date<?)"]
-    assert state_plan == ["SEARCH fact_technical_indicators USING PRIMARY KEY (symbol=? AND trade_date=?)"]
+    assert plan(wh.LOOKBACK_TAIL_SQL) == ["SEARCH fact_daily_prices USING PRIMARY KEY (symbol=? AND trade_date<?)"]
+    assert plan(wh.LOOKBACK_AFTER_SQL) == ["SEARCH fact_daily_prices USING PRIMARY KEY (symbol=? AND trade_date>?)"]
+    assert plan(wh.RSI_STATE_SQL) == ["SEARCH fact_technical_indicators USING PRIMARY KEY (symbol=? AND trade_date=?)"]
 
 
-def test_read_prices_is_inclusive_and_keeps_source_and_flags(conn, prices_2012):
+def test_read_lookback_keeps_source_and_flags(conn, prices_2012):
     flagged = prices_2012.copy()
     flagged.loc[flagged["trade_date"] == "2012-03-01", "quality_flags"] = "zero_volume"
-    wh.load_batch(conn, {"fact_daily_prices": flagged})
+    wh.load_batch(conn, {"fact_daily_prices": flagged[flagged["trade_date"] <= "2012-03-02"]})
 
-    result = wh.read_prices(conn, ["MSFT", "AAPL"], "2012-03-01", "2012-03-02")
+    result = wh.read_lookback(conn, ["MSFT", "AAPL"], before="2012-03-01", rows=0)
 
     expected = flagged[
         flagged["symbol"].isin(["AAPL", "MSFT"]) & flagged["trade_date"].between("2012-03-01", "2012-03-02")
     ]
-    expected = expected[wh.PRICE_COLUMNS].sort_values(["symbol", "trade_date"], ignore_index=True)
-    assert_frame_equal(result, expected)
+    expected = expected[PRICE_COLUMNS].sort_values(["symbol", "trade_date"], ignore_index=True)
+    assert_frame_equal(result[PRICE_COLUMNS], expected)
     assert result["quality_flags"].tolist() == ["zero_volume", "", "zero_volume", ""]
-    assert wh.read_prices(conn, [], "2012-01-01", "2012-12-31").empty
 
 
 def test_query_takes_parameters(conn, prices_2012):
@@ -574,20 +590,37 @@ def test_bulk_load_drops_the_trade_date_indexes_of_empty_tables_and_builds_them_
         "idx_fact_daily_prices_trade_date",
         "idx_fact_technical_indicators_trade_date",
     }
-    assert wh.begin_bulk_load(conn) is True
+    assert sqlite_bulk_load.drop_trade_date_indexes(conn) is True
     assert trade_date_indexes(conn) == set()
     wh.load_batch(conn, {"fact_daily_prices": prices_2012})
-    wh.end_bulk_load(conn)
+    sqlite_bulk_load.build_trade_date_indexes(conn)
     assert len(trade_date_indexes(conn)) == 2
     # Rows are stored now: a second bulk load keeps the indexes (rebuilding would cost more).
-    assert wh.begin_bulk_load(conn) is False
+    assert sqlite_bulk_load.drop_trade_date_indexes(conn) is False
     assert len(trade_date_indexes(conn)) == 2
+
+
+def test_a_bulk_load_gives_the_same_tables_and_indexes_as_a_plain_load(tmp_path, prices_2012):
+    plain = wh.connect(tmp_path / "plain.db")
+    bulk = wh.connect(tmp_path / "bulk.db")
+    for connection in (plain, bulk):
+        wh.create_schema(connection)
+    wh.load_batch(plain, {"fact_daily_prices": prices_2012})
+    sqlite_bulk_load.drop_trade_date_indexes(bulk)
+    wh.load_batch(bulk, {"fact_daily_prices": prices_2012})
+    sqlite_bulk_load.build_trade_date_indexes(bulk)
+
+    assert snapshot(bulk) == snapshot(plain)
+    assert trade_date_indexes(bulk) == trade_date_indexes(plain)
+    assert bulk.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+    plain.close()
+    bulk.close()
 
 
 def test_a_bulk_load_that_stops_early_gets_its_indexes_back_at_the_next_open(db_path, conn, prices_2012):
-    wh.begin_bulk_load(conn)
+    sqlite_bulk_load.drop_trade_date_indexes(conn)
     wh.load_batch(conn, {"fact_daily_prices": prices_2012})
-    conn.close()  # the run died before end_bulk_load
+    conn.close()  # the run died before build_trade_date_indexes
 
     reopened = wh.connect(db_path)
     wh.create_schema(reopened)  # what every open_warehouse does
@@ -759,7 +792,7 @@ def test_two_processes_upserting_the_same_rows_leave_no_duplicates(db_path, pric
         winners = check.execute("SELECT DISTINCT run_id FROM fact_daily_prices").fetchall()
         assert len(winners) == 1
         winner = frames[0] if winners[0][0] == "writer-a" else frames[1]
-        stored = wh.read_prices(check, ["AAPL", "IBM", "MSFT"], "2012-01-01", "2012-12-31")
-        assert_frame_equal(stored, winner[wh.PRICE_COLUMNS].sort_values(["symbol", "trade_date"], ignore_index=True))
+        stored = wh.read_lookback(check, ["AAPL", "IBM", "MSFT"], before="2012-01-01", rows=0)[PRICE_COLUMNS]
+        assert_frame_equal(stored, winner[PRICE_COLUMNS].sort_values(["symbol", "trade_date"], ignore_index=True))
     finally:
         check.close()

@@ -20,16 +20,18 @@ from src.ingestion.alpha_vantage import (
     SYNTHETIC_MARKER_KEY,
     THROTTLE_RETRIES,
     THROTTLE_WAIT_SECONDS,
+    classify_reply,
+    compact_covers,
+    fetch_daily_prices,
+    parse_daily_prices,
+)
+from src.ingestion.fetch_result import (
     InvalidSymbolError,
     NoDataError,
     PremiumOnlyError,
     QuotaExhaustedError,
     SourceError,
     SourceUnavailableError,
-    classify_reply,
-    compact_covers,
-    fetch_daily_prices,
-    parse_daily_prices,
 )
 from src.ingestion.rate_limit import DailyQuota, RateLimiter
 from src.ingestion.symbols import InvalidSymbolInputError
@@ -167,7 +169,7 @@ def sleeps():
 @pytest.fixture(autouse=True)
 def fixed_today(monkeypatch):
     """Pretend today is 2013-03-01 (US/Eastern), so the IBM reply is 'the latest 100 sessions'."""
-    monkeypatch.setattr(alpha_vantage, "eastern_today", lambda: date(2013, 3, 1))
+    monkeypatch.setattr(alpha_vantage, "new_york_today", lambda: date(2013, 3, 1))
 
 
 def fetch(settings, sleeps, symbol="IBM", start=date(2013, 2, 26), end=date(2013, 3, 1), **kwargs):

@@ -10,10 +10,10 @@ import pandas as pd
 import pytest
 from pandas.testing import assert_frame_equal
 
-from src.ingestion.data_validator import VALID_COLUMNS, validate_prices
-from src.storage.calendar_dim import nyse_calendar
+from src.market_calendar import nyse_calendar
 from src.transformation import cleaner
 from src.transformation.cleaner import clean_prices, find_missing_sessions, standardize_columns
+from src.transformation.data_validator import VALID_COLUMNS, validate_prices
 from tests.fixtures.market_data import load_goog_prices
 
 

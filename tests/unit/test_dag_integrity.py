@@ -199,6 +199,14 @@ def test_trading_day_uses_run_after_when_a_manual_run_has_no_logical_date(offlin
     assert module.trading_day_of(run) == "2024-06-28"
 
 
+def test_the_dags_timezone_is_the_market_calendars(offline_dagbag):
+    # The DAG file may not import src at parse time, so it names the timezone itself.
+    from src.market_calendar import NEW_YORK as CALENDAR_TIMEZONE
+
+    module = sys.modules[_dag_module_name()]
+    assert module.NEW_YORK == CALENDAR_TIMEZONE
+
+
 def _as_list(callbacks) -> list:
     """Plain tasks keep their callbacks as a list, mapped ones as given: compare them alike."""
     return list(callbacks) if isinstance(callbacks, list | tuple) else [callbacks]

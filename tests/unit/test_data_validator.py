@@ -1,4 +1,4 @@
-"""Tests for src/ingestion/data_validator.py: every rule, reason code and flag, on real GOOG prices.
+"""Tests for src/transformation/data_validator.py: every rule, reason code and flag, on real GOOG prices.
 
 Most tests start from real GOOG daily bars (backtesting's GOOG, as traded) turned into the
 strings Alpha Vantage sends, then break one value to check one rule.
@@ -16,8 +16,8 @@ import pandas as pd
 import pytest
 from pandas.testing import assert_frame_equal
 
-from src.ingestion import data_validator
-from src.ingestion.data_validator import REJECTED_COLUMNS, VALID_COLUMNS, validate_prices
+from src.transformation import data_validator
+from src.transformation.data_validator import REJECTED_COLUMNS, VALID_COLUMNS, validate_prices
 from tests.fixtures.market_data import load_goog_prices
 
 

@@ -24,8 +24,7 @@ NOT_READ_BY_CONFIG = {
 
 
 def variables_read_by_config() -> set[str]:
-    source = Path(config.__file__).read_text()
-    return set(re.findall(r'get\("([A-Z0-9_]+)"', source))
+    return set(config.ENVIRONMENT_VARIABLES)
 
 
 def variables_in_env_example() -> set[str]:

@@ -8,7 +8,7 @@ from datetime import date
 import pandas as pd
 import pytest
 
-from src.ingestion.alpha_vantage import NoDataError
+from src.ingestion.fetch_result import NoDataError
 from src.ingestion.file_source import FileFormatError, fetch_file_prices, price_file_path
 from src.ingestion.raw_replies import prices_from_raw_reply
 from src.ingestion.symbols import InvalidSymbolInputError

@@ -1,4 +1,4 @@
-"""Unit tests for the health checks' calendar logic and report formatting (no warehouse).
+"""Unit tests for the health checks' report formatting (no warehouse).
 
 The warehouse checks themselves run against real SQLite files in
 tests/integration/test_health_checks_warehouse.py.
@@ -7,8 +7,7 @@ tests/integration/test_health_checks_warehouse.py.
 from __future__ import annotations
 
 import json
-from datetime import UTC, date, datetime
-from zoneinfo import ZoneInfo
+from datetime import date
 
 import pytest
 
@@ -17,72 +16,7 @@ from src.monitoring.health_checks import (
     build_health_report,
     check_validation_failures,
     format_health_table,
-    latest_completed_session,
-    recent_sessions,
-    sessions_between,
 )
-
-NEW_YORK = ZoneInfo("America/New_York")
-
-
-def new_york(*args) -> datetime:
-    """A New York wall-clock time, e.g. new_york(2024, 7, 5, 10, 0)."""
-    return datetime(*args, tzinfo=NEW_YORK)
-
-
-@pytest.mark.parametrize(
-    ("now", "expected"),
-    [
-        # 07-04 is Independence Day; 07-03 closed early at 13:00, 07-05 is still trading.
-        (new_york(2024, 7, 5, 10, 0), date(2024, 7, 3)),
-        (new_york(2024, 7, 5, 16, 1), date(2024, 7, 5)),
-        # The early close on 07-03: complete after 13:00, not at 12:59.
-        (new_york(2024, 7, 3, 12, 59), date(2024, 7, 2)),
-        (new_york(2024, 7, 3, 13, 1), date(2024, 7, 3)),
-        # The day after Thanksgiving (11-28 is a holiday) closes at 13:00.
-        (new_york(2024, 11, 29, 14, 0), date(2024, 11, 29)),
-        (new_york(2024, 11, 29, 12, 0), date(2024, 11, 27)),
-        # A weekend: Saturday and Sunday, and Monday before the close, all mean Friday.
-        (new_york(2024, 7, 6, 12, 0), date(2024, 7, 5)),
-        (new_york(2024, 7, 7, 23, 0), date(2024, 7, 5)),
-        (new_york(2024, 7, 8, 15, 59), date(2024, 7, 5)),
-        # A normal day at 16:00 exactly: the close has not passed yet.
-        (new_york(2024, 7, 9, 16, 0), date(2024, 7, 8)),
-    ],
-)
-def test_latest_completed_session_knows_holidays_early_closes_and_weekends(now, expected):
-    assert latest_completed_session(now) == expected
-
-
-def test_latest_completed_session_takes_a_naive_time_as_utc():
-    # 2024-11-29 18:30 UTC is 13:30 in New York, after that day's 13:00 early close.
-    assert latest_completed_session(datetime(2024, 11, 29, 18, 30)) == date(2024, 11, 29)
-    assert latest_completed_session(datetime(2024, 11, 29, 17, 30, tzinfo=UTC)) == date(2024, 11, 27)
-
-
-def test_latest_completed_session_defaults_to_the_real_clock():
-    today = datetime.now(NEW_YORK).date()
-    latest = latest_completed_session()
-    assert latest <= today
-    assert latest == latest_completed_session(datetime.now(UTC))
-
-
-def test_sessions_between_skips_weekends_holidays_and_the_sandy_closure():
-    # Hurricane Sandy closed the NYSE on Monday 2012-10-29 and Tuesday 2012-10-30.
-    assert sessions_between(date(2012, 10, 26), date(2012, 11, 1)) == [
-        date(2012, 10, 26),
-        date(2012, 10, 31),
-        date(2012, 11, 1),
-    ]
-    assert sessions_between(date(2024, 7, 4), date(2024, 7, 4)) == []
-    assert sessions_between(date(2024, 7, 5), date(2024, 7, 3)) == []
-
-
-def test_recent_sessions_ends_on_the_last_session_on_or_before_the_day():
-    assert recent_sessions(date(2024, 7, 5), 3) == [date(2024, 7, 2), date(2024, 7, 3), date(2024, 7, 5)]
-    # 2024-07-07 is a Sunday: the window ends on Friday 07-05.
-    assert recent_sessions(date(2024, 7, 7), 2) == [date(2024, 7, 3), date(2024, 7, 5)]
-    assert recent_sessions(date(2024, 7, 4), 1) == [date(2024, 7, 3)]
 
 
 def test_check_result_to_dict_has_the_alert_shape():

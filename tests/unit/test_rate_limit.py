@@ -9,7 +9,7 @@ import os
 import subprocess
 import sys
 import time
-from datetime import UTC, date, datetime
+from datetime import date
 
 import pytest
 
@@ -19,7 +19,6 @@ from src.ingestion.rate_limit import (
     RATE_LIMIT_FILE_NAME,
     DailyQuota,
     RateLimiter,
-    eastern_today,
 )
 
 
@@ -399,13 +398,6 @@ def test_failed_write_keeps_the_old_file_and_leaves_no_temp_file(tmp_path, monke
 
     assert json.loads((tmp_path / QUOTA_FILE_NAME).read_text())["calls"] == 1
     assert sorted(path.name for path in tmp_path.iterdir()) == [QUOTA_FILE_NAME]
-
-
-def test_eastern_today_uses_the_new_york_calendar():
-    # 03:00 UTC is still the previous evening in New York (UTC-5 in winter, UTC-4 in summer).
-    assert eastern_today(datetime(2024, 1, 2, 3, 0, tzinfo=UTC)) == date(2024, 1, 1)
-    assert eastern_today(datetime(2024, 7, 2, 3, 30, tzinfo=UTC)) == date(2024, 7, 1)
-    assert eastern_today(datetime(2024, 7, 2, 4, 0, tzinfo=UTC)) == date(2024, 7, 2)
 
 
 def test_spacing_counts_from_the_reply_so_slow_requests_still_arrive_apart():

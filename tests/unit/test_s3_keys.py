@@ -87,7 +87,7 @@ def test_processed_key():
 
 @pytest.mark.parametrize("dataset", ["price", "../prices", "", "PRICES"])
 def test_processed_key_refuses_unknown_datasets(dataset):
-    with pytest.raises(ValueError, match="dataset must be one of prices, indicators, quarantine"):
+    with pytest.raises(ValueError, match="dataset must be one of prices, quarantine"):
         processed_object_key(dataset, "2024-01-02", "batch-001")
 
 

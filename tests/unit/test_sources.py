@@ -24,6 +24,8 @@ from src.config import ConfigurationError, Settings
 from src.ingestion.rate_limit import DailyQuota
 from src.ingestion.sources import AllSourcesFailedError, fetch_batch, fetch_symbol
 from src.ingestion.symbols import InvalidSymbolInputError
+from src.pipeline import main
+from src.steps import resolve_symbols
 from tests.fixtures.market_data import load_bokeh_prices
 from tests.unit.test_yahoo_finance import expected_prices, real_rows, yahoo_mock
 
@@ -274,11 +276,19 @@ def test_file_source_serves_real_rows_and_falls_back_when_a_file_is_missing(apis
     assert apis.alpha.calls == []
 
 
-def test_invalid_symbols_stop_the_batch_before_any_request(apis, settings):
+def test_invalid_symbols_stop_the_run_before_any_request(apis, settings, capsys):
+    # Symbols are checked once, at the run's entry (the CLI here; the DAG's resolve_symbols
+    # task calls the same steps.resolve_symbols), before any source is asked.
     with pytest.raises(InvalidSymbolInputError) as caught:
-        run_batch(["IBM", "../etc/passwd", "MSFT", "A;DROP TABLE x"], settings)
-
+        resolve_symbols(["IBM", "../etc/passwd", "MSFT", "A;DROP TABLE x"], settings)
     assert caught.value.symbols == ["../etc/passwd", "A;DROP TABLE x"]
+
+    code = main(
+        ["run", "--symbols", "IBM,../etc/passwd,MSFT,A;DROP TABLE x", "--start", "2013-02-25", "--end", "2013-03-01"]
+    )
+
+    assert code == 2
+    assert "'../etc/passwd', 'A;DROP TABLE x'" in capsys.readouterr().err
     assert apis.alpha.calls == []
     assert apis.yahoo.chart_calls == {}
 

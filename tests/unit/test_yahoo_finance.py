@@ -23,7 +23,7 @@ import requests
 import responses
 
 from src.config import Settings
-from src.ingestion.alpha_vantage import NoDataError, SourceUnavailableError
+from src.ingestion.fetch_result import NoDataError, SourceUnavailableError
 from src.ingestion.symbols import InvalidSymbolInputError
 from src.ingestion.yahoo_finance import (
     RAW_PAYLOAD_NOTE,

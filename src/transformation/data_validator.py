@@ -23,7 +23,6 @@ import json
 import logging
 import math
 from datetime import date, datetime
-from zoneinfo import ZoneInfo
 
 import exchange_calendars
 import numpy as np
@@ -32,7 +31,7 @@ import pyarrow
 import pyarrow.compute
 
 from src.ingestion.symbols import SYMBOL_PATTERN
-from src.storage.calendar_dim import nyse_calendar
+from src.market_calendar import NEW_YORK_TZ, new_york_today, nyse_calendar
 
 logger = logging.getLogger(__name__)
 
@@ -51,9 +50,6 @@ LARGE_MOVE_THRESHOLD = 0.40
 # so 1e12 leaves a margin of several hundred times and still catches garbage such as a
 # timestamp or a notional value in the volume field. It also keeps volume inside int64.
 MAX_DAILY_VOLUME = 1e12
-
-# Trade dates are New York trading days, so "today" (when no run date is given) is New York's.
-MARKET_TIMEZONE = ZoneInfo("America/New_York")
 
 # Reasons in one string are joined with ';', flags with ','.
 REASON_SEPARATOR = ";"
@@ -95,7 +91,7 @@ def resolve_run_date(run_date: date | str | None) -> date:
         run_date: a date, a datetime (its date is used), 'YYYY-MM-DD', or None.
     """
     if run_date is None:
-        return datetime.now(MARKET_TIMEZONE).date()
+        return new_york_today()
     if isinstance(run_date, datetime):
         return run_date.date()
     if isinstance(run_date, date):
@@ -119,7 +115,7 @@ def parse_trade_dates(values: pd.Series) -> pd.Series:
     """
     if pd.api.types.is_datetime64_any_dtype(values):
         if getattr(values.dt, "tz", None) is not None:
-            values = values.dt.tz_convert(MARKET_TIMEZONE).dt.tz_localize(None)
+            values = values.dt.tz_convert(NEW_YORK_TZ).dt.tz_localize(None)
         return values.dt.normalize()
     text = values.astype(str).str.strip()
     # An explicit format is strict (no guessing between day and month) and fast; pandas also

@@ -1,8 +1,9 @@
-"""The transform step as an AWS Lambda function, and the client side that invokes it.
+"""The transform step as an AWS Lambda function (its entry point is `src.lambda_handler.handler`).
 
 In the cloud (`TRANSFORM_BACKEND=lambda`) the Airflow task does not transform in the worker: it
-invokes this Lambda and waits for its answer. The Lambda runs the same function the local path
-runs, `pipeline_steps.transform_raw_objects`, so both paths give identical processed files.
+invokes this Lambda and waits for its answer (`steps.invoke_transform_lambda`). The Lambda runs
+the same function the local path runs, `steps.transform_raw_objects`, so both paths give
+identical processed files.
 
 The handler accepts two event shapes:
 
@@ -17,21 +18,19 @@ It returns counts and processed keys (small JSON, like the Airflow task's XCom).
 
 from __future__ import annotations
 
-import json
 import logging
 import re
+from datetime import date
 from urllib.parse import unquote_plus
 
+from src import steps
 from src.config import Settings, load_settings
+from src.storage.s3_handler import get_s3_client
 
 logger = logging.getLogger(__name__)
 
 _INGEST_DATE = re.compile(r"/ingest_date=(\d{4}-\d{2}-\d{2})/")
 _PART_UNSAFE = re.compile(r"[^A-Za-z0-9_-]")
-
-
-class LambdaTransformError(Exception):
-    """The transform Lambda could not be invoked, or it reported an error."""
 
 
 def _jobs_from_event(event: dict, default_bucket: str) -> list[dict]:
@@ -72,15 +71,14 @@ def handle_event(event: dict, settings: Settings, s3_client=None) -> dict:
         s3_client: a boto3 S3 client (default: one from the settings).
 
     Returns:
-        For one job, the `transform_raw_objects` result; for several (an S3 batch),
+        For one job, the `steps.transform_raw_objects` result (as a dict); for several (an S3 batch),
         {"results": [...], "rows_clean": total, "rows_quarantined": total}.
     """
-    from src.pipeline_steps import transform_raw_objects
-    from src.storage.s3_handler import get_s3_client
-
     s3_client = s3_client or get_s3_client(settings)
     results = [
-        transform_raw_objects(s3_client, job["bucket"], job["raw_keys"], job["logical_date"], job["part"])
+        steps.transform_raw_objects(
+            s3_client, job["bucket"], job["raw_keys"], date.fromisoformat(job["logical_date"]), job["part"]
+        ).to_xcom()
         for job in _jobs_from_event(event, settings.s3_bucket)
     ]
     if len(results) == 1 and "Records" not in event:
@@ -93,63 +91,7 @@ def handle_event(event: dict, settings: Settings, s3_client=None) -> dict:
 
 
 def handler(event: dict, context) -> dict:
-    """The AWS Lambda entry point (`src.transformation.lambda_handler.handler`)."""
+    """The AWS Lambda entry point (`src.lambda_handler.handler`)."""
     settings = load_settings()
     logging.getLogger().setLevel(settings.log_level)
     return handle_event(event, settings)
-
-
-def get_lambda_client(settings: Settings):
-    """A boto3 Lambda client whose read timeout outlasts the function's own timeout."""
-    import boto3
-    from botocore.config import Config
-
-    # A synchronous invoke waits for the whole transform: allow up to the Lambda maximum (15 min).
-    config = Config(connect_timeout=settings.http_connect_timeout, read_timeout=900, retries={"max_attempts": 2})
-    return boto3.client(
-        "lambda", region_name=settings.aws_region, endpoint_url=settings.aws_endpoint_url or None, config=config
-    )
-
-
-def invoke_transform_lambda(raw_keys: list[str], logical_date: str, part: str, settings: Settings, client=None) -> dict:
-    """Invoke the deployed transform Lambda synchronously and return its result.
-
-    Args:
-        raw_keys: raw objects to transform.
-        logical_date: the run's logical date.
-        part: the processed files' batch name.
-        settings: loaded settings (LAMBDA_FUNCTION_NAME, S3_BUCKET, region, endpoint).
-        client: a boto3 Lambda client (tests pass a stubbed one).
-
-    Returns:
-        The handler's result dict.
-
-    Raises:
-        LambdaTransformError: the invoke failed, or the function raised (its error type and
-            message are included, so the Airflow log shows what went wrong inside the Lambda).
-    """
-    from botocore.exceptions import BotoCoreError, ClientError
-
-    client = client or get_lambda_client(settings)
-    payload = {"bucket": settings.s3_bucket, "raw_keys": raw_keys, "logical_date": logical_date, "part": part}
-    try:
-        response = client.invoke(
-            FunctionName=settings.lambda_function_name,
-            InvocationType="RequestResponse",
-            Payload=json.dumps(payload).encode("utf-8"),
-        )
-    except (BotoCoreError, ClientError) as exc:
-        raise LambdaTransformError(
-            f"could not invoke Lambda {settings.lambda_function_name} for part {part}: {exc}. "
-            "Check that it is deployed (infrastructure/terraform) and that the Airflow role may invoke it."
-        ) from exc
-    body = json.loads(response["Payload"].read() or b"null")
-    if response.get("FunctionError"):
-        error = body if isinstance(body, dict) else {}
-        raise LambdaTransformError(
-            f"Lambda {settings.lambda_function_name} failed for part {part}: "
-            f"{error.get('errorType', 'Error')}: {error.get('errorMessage', body)}"
-        )
-    if not isinstance(body, dict) or "processed_keys" not in body:
-        raise LambdaTransformError(f"Lambda {settings.lambda_function_name} returned an unexpected result: {body!r}")
-    return body

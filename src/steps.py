@@ -1,0 +1,657 @@
+"""The pipeline, in four steps: extract -> transform -> load -> finish.
+
+Every runner calls these same functions:
+
+- the Airflow DAG (`airflow/dags/daily_etl_pipeline.py`): one task per step and batch;
+- the CLI (`python -m src.pipeline run`): `run_pipeline` below, a plain loop over the batches;
+- the AWS Lambda (`src/lambda_handler.py`): the transform step in the cloud.
+
+| step | what it does | where the work is |
+|---|---|---|
+| `extract_batch` | fetch each symbol, land each raw reply | ingestion/sources.py, storage/landing.py |
+| `transform_batch` | validate and clean; bad rows to quarantine | transformation/transform.py |
+| `load_batch` | indicators and bars from the stored lookback, upsert | transformation/warehouse_rows.py |
+| `finish_run` | record the run, publish metrics, alert on failure | monitoring/ |
+
+What travels between the steps:
+
+- with `S3_BUCKET` set (the DAG always, the CLI when you set it): extract lands the raw replies
+  in S3, transform reads them and writes processed Parquet to S3, load reads that. Only S3 keys
+  and counts pass from step to step (what Airflow keeps as XCom: `to_xcom()`);
+- without S3 (the CLI on a laptop): the same steps hand the data over in memory.
+
+Every step is keyed on the run's dates, never on "now", so re-running a date (or clearing
+one task) gives the same warehouse. Dates are `datetime.date` inside the pipeline; they become
+text only at the edges (command-line arguments, XCom, S3 keys, SQL parameters).
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+import sys
+import time
+import uuid
+from dataclasses import asdict, dataclass, field, replace
+from datetime import UTC, date, datetime
+
+import boto3
+import pandas as pd
+from botocore.config import Config
+from botocore.exceptions import BotoCoreError, ClientError
+from tqdm import tqdm
+
+from src.background import prepare_ahead, prepare_in_turn
+from src.config import ConfigurationError, Settings, redact, require_alpha_vantage_key
+from src.ingestion.fetch_result import FetchResult
+from src.ingestion.raw_replies import prices_from_raw_reply
+from src.ingestion.sources import fetch_batch
+from src.ingestion.symbols import normalize_symbols
+from src.market_calendar import latest_completed_session, utc_now_iso
+from src.monitoring.alerting import send_run_alert
+from src.monitoring.health_checks import check_freshness, run_pipeline_checks
+from src.monitoring.metrics import publish_run_metrics
+from src.storage import sqlite_bulk_load
+from src.storage.landing import find_landed_reply, land_reply
+from src.storage.s3_handler import (
+    open_s3,
+    raw_object_metadata,
+    read_processed_frame,
+    read_raw_reply,
+    write_processed_frame,
+)
+from src.storage.warehouse import Warehouse, open_warehouse
+from src.transformation.indicators_vectorised import LOOKBACK_ROWS
+from src.transformation.transform import QUARANTINE_COLUMNS, transform_prices
+from src.transformation.warehouse_rows import build_warehouse_rows
+
+logger = logging.getLogger(__name__)
+
+# The one wording of "fetched, but nothing loaded" (the CLI and the DAG say the same).
+NO_VALID_ROWS = "no valid rows from {source} (all quarantined or none in range)"
+
+
+# --- What the steps hand each other ------------------------------------------------------------
+
+
+@dataclass
+class Extracted:
+    """What extract_batch did for one batch."""
+
+    symbols: list[str]
+    fetched: dict[str, str]  # symbol -> the source that answered, in batch order
+    failed: dict[str, str]  # symbol -> why no source could serve it
+    raw_keys: list[str] = field(default_factory=list)  # S3 keys of the landed replies (with S3)
+    replies: list[FetchResult] = field(default_factory=list)  # the replies themselves (without S3)
+
+    def to_xcom(self) -> dict:
+        """The small JSON dict an Airflow task returns; the replies themselves stay in S3."""
+        if self.replies:
+            raise ConfigurationError(
+                "S3_BUCKET is not set. The Airflow tasks hand data to each other through S3; "
+                "set S3_BUCKET (and AWS_ENDPOINT_URL for the local moto server)."
+            )
+        return {"symbols": self.symbols, "fetched": self.fetched, "failed": self.failed, "raw_keys": self.raw_keys}
+
+
+@dataclass
+class Transformed:
+    """What transform_batch did for one batch: clean and quarantined rows, in S3 or in memory."""
+
+    symbols: list[str]  # symbols with at least one clean row
+    rows_clean: int
+    rows_quarantined: int
+    processed_keys: dict = field(default_factory=lambda: {"prices": None, "quarantine": None})
+    clean: pd.DataFrame | None = None  # in memory, without S3
+    quarantine: pd.DataFrame | None = None
+
+    def to_xcom(self) -> dict:
+        """The small JSON dict an Airflow task (or the Lambda) returns: keys and counts."""
+        return {
+            "symbols": self.symbols,
+            "rows_clean": self.rows_clean,
+            "rows_quarantined": self.rows_quarantined,
+            "processed_keys": self.processed_keys,
+        }
+
+
+@dataclass
+class Loaded:
+    """What load_batch wrote for one batch."""
+
+    symbols_loaded: list[str]
+    rows_loaded: int
+    rows_quarantined: int
+    rows_by_source: dict[str, int]
+
+    def to_xcom(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
+class RunSummary:
+    """What one pipeline run did: built up batch by batch, stored in `pipeline_runs`, printed by the CLI."""
+
+    run_id: str
+    logical_date: date
+    symbols_requested: list[str]
+    started_at: str
+    loaded: list[str] = field(default_factory=list)
+    failed: dict[str, str] = field(default_factory=dict)
+    rows_loaded: int = 0
+    rows_quarantined: int = 0
+    rows_by_source: dict[str, int] = field(default_factory=dict)
+    ended_at: str = ""
+    elapsed_seconds: float = 0.0
+    error: str = ""
+
+    @property
+    def status(self) -> str:
+        if self.error or not self.loaded:
+            return "failed"
+        return "partial" if self.failed else "success"
+
+    def add_results(self, extracted: list[Extracted], loaded: list[Loaded]) -> None:
+        """Count what some batches did (the CLI adds one batch at a time, the DAG all of them at the end)."""
+        loaded_symbols = {symbol for result in loaded for symbol in result.symbols_loaded}
+        for result in loaded:
+            self.rows_loaded += result.rows_loaded
+            self.rows_quarantined += result.rows_quarantined
+            for source, rows in result.rows_by_source.items():
+                self.rows_by_source[source] = self.rows_by_source.get(source, 0) + rows
+        for result in extracted:
+            self.failed.update(result.failed)
+            for symbol, source in result.fetched.items():
+                if symbol in loaded_symbols:
+                    self.loaded.append(symbol)
+                else:
+                    self.failed[symbol] = NO_VALID_ROWS.format(source=source)
+
+    def as_run_record(self) -> dict:
+        """The row for `pipeline_runs`."""
+        return {
+            "run_id": self.run_id,
+            "logical_date": self.logical_date.isoformat(),
+            "started_at": self.started_at,
+            "ended_at": self.ended_at or None,
+            "status": "running" if not self.ended_at else self.status,
+            "symbols_requested": len(self.symbols_requested),
+            "symbols_loaded": len(self.loaded),
+            "symbols_failed": len(self.failed),
+            "failed_symbols": self.failed,
+            "rows_loaded": self.rows_loaded,
+            "rows_quarantined": self.rows_quarantined,
+            "rows_by_source": self.rows_by_source,
+            "duration_seconds": round(self.elapsed_seconds, 3),
+            "error": self.error or None,
+        }
+
+
+class PipelineRunFailed(Exception):
+    """Some symbols could not be loaded from any source; the run is recorded as partial/failed."""
+
+
+# --- Before the batches -------------------------------------------------------------------------
+
+
+def resolve_symbols(requested: list[str] | str | None, settings: Settings) -> list[str]:
+    """The run's symbols: the ones requested (CLI --symbols, DAG params), else `settings.symbols`; validated.
+
+    This is where every symbol is checked, once, before anything is fetched.
+
+    Raises:
+        InvalidSymbolInputError: a symbol is invalid (nothing has been fetched yet).
+    """
+    return normalize_symbols(requested if requested else list(settings.symbols))
+
+
+def sources_for(choice: str | None) -> list[str] | None:
+    """The sources of a run: None (= DATA_SOURCES in order, with fallback) for "auto", else just that one."""
+    return None if choice in (None, "", "auto") else [choice]
+
+
+def make_batches(symbols: list[str], batch_size: int) -> list[list[str]]:
+    """Split symbols into batches of `batch_size` (one mapped Airflow task group per batch).
+
+    Example:
+        >>> make_batches(["A", "B", "C"], 2)
+        [['A', 'B'], ['C']]
+    """
+    return [symbols[i : i + batch_size] for i in range(0, len(symbols), batch_size)]
+
+
+def start_run(run_id: str, logical_date: date, symbols: list[str], settings: Settings) -> RunSummary:
+    """Record a `running` row in pipeline_runs and return the run's (empty) summary."""
+    summary = RunSummary(run_id=run_id, logical_date=logical_date, symbols_requested=symbols, started_at=utc_now_iso())
+    warehouse = open_warehouse(settings)
+    try:
+        warehouse.record_run(summary.as_run_record())
+    finally:
+        warehouse.close()
+    return summary
+
+
+# --- Extract ------------------------------------------------------------------------------------
+
+
+def extract_batch(
+    symbols: list[str],
+    start: date,
+    end: date,
+    run_date: date,
+    settings: Settings,
+    *,
+    sources: list[str] | None = None,
+    session=None,
+) -> Extracted:
+    """Fetch one batch of symbols (with fallback between sources) and land each reply as it arrives.
+
+    Replies an earlier, interrupted try already landed are reused instead of fetched again, so
+    a killed run is cheap to restart and no API quota is spent twice (storage/landing.py).
+
+    Args:
+        symbols: validated symbols of this batch (see `resolve_symbols`).
+        start: first trading day wanted (inclusive).
+        end: last trading day wanted (inclusive).
+        run_date: the run's logical date: the S3 `ingest_date`, so reruns overwrite.
+        settings: loaded settings.
+        sources: the sources to try, in order (None: `settings.data_sources`).
+        session: an HTTP session handed to the sources (tests).
+
+    Returns:
+        The batch's `Extracted`: who answered, who failed and why, and the replies (their S3
+        keys, or the replies themselves without S3).
+    """
+    s3 = open_s3(settings)
+    landed: dict[str, tuple[FetchResult, str | None]] = {}
+    for symbol in symbols:
+        found = find_landed_reply(symbol, start, end, run_date, settings, s3)
+        if found is not None:
+            landed[symbol] = found
+
+    def keep(result: FetchResult) -> None:
+        landed[result.symbol] = (result, land_reply(result, start, end, run_date, settings, s3))
+
+    to_fetch = [symbol for symbol in symbols if symbol not in landed]
+    reused = len(landed)
+    failures: dict[str, str] = {}
+    if to_fetch:
+        _, failures = fetch_batch(to_fetch, start, end, settings, sources=sources, session=session, on_fetched=keep)
+    in_order = [landed[symbol] for symbol in symbols if symbol in landed]
+    logger.info(
+        "extract %s..%s: %d fetched, %d reused from landed replies, %d failed",
+        start,
+        end,
+        len(in_order) - reused,
+        reused,
+        len(failures),
+    )
+    return Extracted(
+        symbols=list(symbols),
+        fetched={result.symbol: result.source for result, _ in in_order},
+        failed=failures,
+        raw_keys=[key for _, key in in_order if key is not None],
+        replies=[result for result, _ in in_order] if s3 is None else [],
+    )
+
+
+# --- Transform ----------------------------------------------------------------------------------
+
+
+def transform_raw_objects(s3_client, bucket: str, raw_keys: list[str], run_date: date, part: str) -> Transformed:
+    """The transform step on S3: raw replies in S3 -> processed Parquet in S3, with counts.
+
+    Both `transform_batch` (in-process) and the AWS Lambda handler call this.
+
+    Args:
+        s3_client: a boto3 S3 client.
+        bucket: the bucket holding raw/ and processed/.
+        raw_keys: raw objects to transform (from `extract_batch`).
+        run_date: the run's logical date (rows after it are rejected; the processed key's date).
+        part: a name for this batch's processed files, e.g. "batch-003".
+    """
+    frames = []
+    for key in raw_keys:
+        metadata = raw_object_metadata(s3_client, bucket, key)
+        payload = read_raw_reply(s3_client, bucket, key)
+        frames.append(prices_from_raw_reply(metadata["source"], metadata["symbol"], payload, metadata))
+    if not frames:
+        return Transformed(symbols=[], rows_clean=0, rows_quarantined=0)
+    clean, quarantine = transform_prices(pd.concat(frames, ignore_index=True), run_date=run_date)
+    processed = {"prices": None, "quarantine": None}
+    for dataset, frame in (("prices", clean), ("quarantine", quarantine)):
+        if not frame.empty:
+            processed[dataset] = write_processed_frame(
+                s3_client, bucket, frame, dataset=dataset, ingest_date=run_date, part=part
+            )
+    return Transformed(
+        symbols=sorted(clean["symbol"].unique().tolist()),
+        rows_clean=len(clean),
+        rows_quarantined=len(quarantine),
+        processed_keys=processed,
+    )
+
+
+def transform_batch(extracted: Extracted, run_date: date, part: str, settings: Settings) -> Transformed:
+    """Validate and clean one batch: in this process, or in the deployed Lambda (`TRANSFORM_BACKEND=lambda`).
+
+    Args:
+        extracted: the batch's `extract_batch` result.
+        run_date: the run's logical date; rows dated after it are rejected.
+        part: a name for this batch's processed files, e.g. "batch-003" (reruns overwrite them).
+        settings: loaded settings.
+    """
+    if settings.transform_backend == "lambda":
+        return Transformed(**invoke_transform_lambda(extracted.raw_keys, run_date, part, settings))
+    s3 = open_s3(settings)
+    if s3 is not None:
+        return transform_raw_objects(s3, settings.s3_bucket, extracted.raw_keys, run_date, part)
+    if not extracted.replies:
+        return Transformed(symbols=[], rows_clean=0, rows_quarantined=0)
+    raw_prices = pd.concat([reply.prices for reply in extracted.replies], ignore_index=True)
+    clean, quarantine = transform_prices(raw_prices, run_date=run_date)
+    return Transformed(
+        symbols=sorted(clean["symbol"].unique().tolist()),
+        rows_clean=len(clean),
+        rows_quarantined=len(quarantine),
+        clean=clean,
+        quarantine=quarantine,
+    )
+
+
+def get_lambda_client(settings: Settings):
+    """A boto3 Lambda client whose read timeout outlasts the function's own timeout."""
+    # A synchronous invoke waits for the whole transform: allow up to the Lambda maximum (15 min).
+    config = Config(connect_timeout=settings.http_connect_timeout, read_timeout=900, retries={"max_attempts": 2})
+    return boto3.client(
+        "lambda", region_name=settings.aws_region, endpoint_url=settings.aws_endpoint_url or None, config=config
+    )
+
+
+class LambdaTransformError(Exception):
+    """The transform Lambda could not be invoked, or it reported an error."""
+
+
+def invoke_transform_lambda(raw_keys: list[str], run_date: date, part: str, settings: Settings, client=None) -> dict:
+    """Invoke the deployed transform Lambda (src/lambda_handler.py) synchronously; return its result.
+
+    Args:
+        raw_keys: raw objects to transform.
+        run_date: the run's logical date.
+        part: the processed files' batch name.
+        settings: loaded settings (LAMBDA_FUNCTION_NAME, S3_BUCKET, region, endpoint).
+        client: a boto3 Lambda client (tests pass a stubbed one).
+
+    Returns:
+        The handler's result: `Transformed.to_xcom()` of the transform it ran.
+
+    Raises:
+        LambdaTransformError: the invoke failed, or the function raised (its error type and
+            message are included, so the Airflow log shows what went wrong inside the Lambda).
+    """
+    client = client or get_lambda_client(settings)
+    payload = {"bucket": settings.s3_bucket, "raw_keys": raw_keys, "logical_date": run_date.isoformat(), "part": part}
+    try:
+        response = client.invoke(
+            FunctionName=settings.lambda_function_name,
+            InvocationType="RequestResponse",
+            Payload=json.dumps(payload).encode("utf-8"),
+        )
+    except (BotoCoreError, ClientError) as exc:
+        raise LambdaTransformError(
+            f"could not invoke Lambda {settings.lambda_function_name} for part {part}: {exc}. "
+            "Check that it is deployed (infrastructure/terraform) and that the Airflow role may invoke it."
+        ) from exc
+    body = json.loads(response["Payload"].read() or b"null")
+    if response.get("FunctionError"):
+        error = body if isinstance(body, dict) else {}
+        raise LambdaTransformError(
+            f"Lambda {settings.lambda_function_name} failed for part {part}: "
+            f"{error.get('errorType', 'Error')}: {error.get('errorMessage', body)}"
+        )
+    if not isinstance(body, dict) or "processed_keys" not in body:
+        raise LambdaTransformError(f"Lambda {settings.lambda_function_name} returned an unexpected result: {body!r}")
+    return body
+
+
+# --- Load ---------------------------------------------------------------------------------------
+
+
+def load_batch(transformed: Transformed, run_id: str, settings: Settings, warehouse: Warehouse | None = None) -> Loaded:
+    """Load one batch into the warehouse (see `load_prices`), its rows taken from memory or from S3.
+
+    Args:
+        transformed: the batch's `transform_batch` result (frames in memory or S3 keys).
+        run_id: the run writing these rows.
+        settings: loaded settings.
+        warehouse: an open warehouse to use (the CLI keeps one for the whole run); None opens
+            and closes one (an Airflow task).
+    """
+    clean, quarantine = _transformed_frames(transformed, settings)
+    if warehouse is not None:
+        return load_prices(warehouse, clean, quarantine, run_id)
+    warehouse = open_warehouse(settings)
+    try:
+        return load_prices(warehouse, clean, quarantine, run_id)
+    finally:
+        warehouse.close()
+
+
+def load_prices(
+    warehouse: Warehouse, clean: pd.DataFrame, quarantine: pd.DataFrame, run_id: str, loaded_at: str | None = None
+) -> Loaded:
+    """Write clean prices to the warehouse: prices, indicators, weekly/monthly bars, quarantine, dimensions.
+
+    Reads the stored lookback of the symbols once, computes the new rows from it
+    (transformation/warehouse_rows.py) and writes every table in one `load_batch` call (one
+    transaction in SQLite: a crash never leaves half a batch).
+
+    Args:
+        warehouse: the open warehouse.
+        clean: clean prices from `transform.transform_prices`.
+        quarantine: quarantined rows from `transform.transform_prices`.
+        run_id: the run writing these rows.
+        loaded_at: the audit stamp of the rows, ISO-8601 UTC (default: now).
+    """
+    symbols = sorted(clean["symbol"].unique().tolist()) if not clean.empty else []
+    stored = pd.DataFrame(columns=["symbol", "trade_date"])
+    if symbols:
+        stored = warehouse.read_lookback(symbols, before=clean["trade_date"].min(), rows=LOOKBACK_ROWS)
+    frames = build_warehouse_rows(clean, quarantine, stored, run_id, loaded_at or utc_now_iso())
+    if frames:
+        written = warehouse.load_batch(frames)
+        logger.info("load: run %s wrote %s", run_id, written)
+    if symbols:
+        warehouse.ensure_dim_date(clean["trade_date"].min(), clean["trade_date"].max())
+        warehouse.refresh_dim_symbol(symbols, clean.groupby("symbol")["source"].last().to_dict())
+    by_source = {str(source): int(rows) for source, rows in clean.groupby("source").size().items()}
+    return Loaded(
+        symbols_loaded=symbols, rows_loaded=len(clean), rows_quarantined=len(quarantine), rows_by_source=by_source
+    )
+
+
+def _transformed_frames(transformed: Transformed, settings: Settings) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The batch's clean and quarantined rows: from memory, or read back from the processed zone."""
+    clean, quarantine = transformed.clean, transformed.quarantine
+    keys = transformed.processed_keys
+    if keys.get("prices") or keys.get("quarantine"):
+        s3 = open_s3(settings)
+        clean = read_processed_frame(s3, settings.s3_bucket, keys["prices"]) if keys.get("prices") else None
+        quarantine = (
+            read_processed_frame(s3, settings.s3_bucket, keys["quarantine"]) if keys.get("quarantine") else None
+        )
+    if clean is None:
+        clean = pd.DataFrame(columns=["symbol", "trade_date", "source"])
+    if quarantine is None:
+        quarantine = pd.DataFrame(columns=QUARANTINE_COLUMNS)
+    return clean, quarantine
+
+
+# --- Finish ---------------------------------------------------------------------------------------
+
+
+def finish_run(summary: RunSummary, settings: Settings, *, alert: bool) -> dict:
+    """Record how the run ended in pipeline_runs, publish its metrics, and alert when it failed.
+
+    Args:
+        summary: the run's summary with every batch added (`RunSummary.add_results`).
+        settings: loaded settings.
+        alert: send the Slack alert for a partial or failed run here (the CLI). An Airflow run
+            passes False: its failed finish_run task sends the one alert.
+
+    Returns:
+        The pipeline_runs row that was written.
+    """
+    summary.ended_at = utc_now_iso()
+    if not summary.elapsed_seconds:
+        began = datetime.fromisoformat(summary.started_at)
+        summary.elapsed_seconds = (datetime.now(UTC) - began).total_seconds()
+    record = summary.as_run_record()
+    warehouse = open_warehouse(settings)
+    try:
+        warehouse.record_run(record)
+        # Freshness is measured against the clock on purpose: how far behind is the warehouse
+        # now, at the end of this run (the CloudWatch alarm watches it).
+        freshness = check_freshness(warehouse, latest_completed_session(), symbols=summary.symbols_requested)
+    finally:
+        warehouse.close()
+    # Metrics go to CloudWatch when the run uses AWS (S3_BUCKET set: the DAG always).
+    if settings.s3_bucket:
+        publish_run_metrics(record, settings, freshness_lag_days=freshness.figures.get("lag_sessions"))
+    if alert:
+        send_run_alert(record, settings)
+    return record
+
+
+def finish_task_run(
+    run_id: str,
+    run_date: date,
+    symbols: list[str],
+    started_at: str,
+    extract_results: list[dict],
+    load_results: list[dict],
+    settings: Settings,
+) -> dict:
+    """The DAG's finish: the run's summary from its batch tasks' results (XComs), then `finish_run`.
+
+    Raises:
+        PipelineRunFailed: after recording, when any symbol failed: the task fails so Airflow
+            alerts and the run never shows green with missing symbols.
+
+    Returns:
+        The pipeline_runs row that was written.
+    """
+    summary = RunSummary(run_id=run_id, logical_date=run_date, symbols_requested=symbols, started_at=started_at)
+    summary.add_results(
+        [Extracted(**result) for result in extract_results], [Loaded(**result) for result in load_results]
+    )
+    record = finish_run(summary, settings, alert=False)
+    if summary.failed:
+        raise PipelineRunFailed(
+            f"run {run_id} for {run_date}: {len(summary.failed)} of {len(symbols)} symbols failed: "
+            + "; ".join(f"{symbol}: {reason}" for symbol, reason in sorted(summary.failed.items()))
+        )
+    return record
+
+
+def check_data_quality(symbols: list[str], run_date: date, settings: Settings, run_id: str | None = None) -> dict:
+    """Check the loaded data for this run's symbols and date; alert (not fail) when a check fails.
+
+    Returns:
+        {"ok": bool, "checks": [{"name", "ok", "message", "figures"}, ...]}
+    """
+    return run_pipeline_checks(symbols, run_date.isoformat(), settings, run_id=run_id)
+
+
+# --- Every step in one process: the CLI -------------------------------------------------------------
+
+
+def prepare_batch(
+    numbered_batch: tuple[int, list[str]],
+    *,
+    start: date,
+    end: date,
+    settings: Settings,
+    sources: list[str] | None,
+    session=None,
+) -> tuple[Extracted, Transformed]:
+    """Extract and transform one batch (everything before the warehouse); the CLI's unit of work.
+
+    Module-level (not inside run_pipeline) so the background worker can find it by name.
+    The replies are dropped from the returned `Extracted`: transform has used them.
+    """
+    number, symbols = numbered_batch
+    extracted = extract_batch(symbols, start, end, end, settings, sources=sources, session=session)
+    transformed = transform_batch(extracted, end, f"batch-{number:03d}", settings)
+    return replace(extracted, replies=[]), transformed
+
+
+def run_pipeline(
+    symbols: list[str],
+    start: date,
+    end: date,
+    settings: Settings,
+    *,
+    sources: list[str] | None = None,
+    run_id: str | None = None,
+    show_progress: bool = True,
+    session=None,
+) -> RunSummary:
+    """Run every step for some symbols and an inclusive date range, in this process (the CLI).
+
+    A plain loop: for each batch of `BATCH_SIZE` symbols, extract -> transform -> load; then
+    finish. Two speed-ups, each in its own module and each skippable: with more than one batch
+    the next batch is prepared in a background process while this one loads
+    (`PREPARE_IN_BACKGROUND`, src/background.py), and a first backfill into empty SQLite tables
+    builds the trade_date indexes once at the end (src/storage/sqlite_bulk_load.py).
+
+    Args:
+        symbols: validated symbols (see `resolve_symbols`).
+        start: first date to load (inclusive).
+        end: last date to load (inclusive); also the run's logical date and the S3 ingest_date.
+        settings: loaded settings.
+        sources: sources to try in order (default: `settings.data_sources`).
+        run_id: an id for `pipeline_runs` (default: generated).
+        show_progress: show a tqdm progress bar on stderr.
+        session: an HTTP session handed to the sources (tests pass one; it cannot cross into
+            the background process, so a run with a session prepares its batches in turn).
+
+    Returns:
+        The run's `RunSummary` (also stored in `pipeline_runs`); a partial or failed run is
+        alerted on Slack.
+
+    Raises:
+        ConfigurationError: a setting is wrong (the run is recorded as failed first when possible).
+    """
+    chosen_sources = sources or list(settings.data_sources)
+    if "alpha_vantage" in chosen_sources:
+        require_alpha_vantage_key(settings)
+    began = time.monotonic()
+    summary = start_run(run_id or f"cli-{end.isoformat()}-{uuid.uuid4().hex[:8]}", end, list(symbols), settings)
+    warehouse = open_warehouse(settings)
+    try:
+        batches = list(enumerate(make_batches(symbols, settings.batch_size)))
+        prepare = functools.partial(prepare_batch, start=start, end=end, settings=settings, sources=sources)
+        if settings.prepare_in_background and len(batches) > 1 and session is None:
+            prepared_batches = prepare_ahead(prepare, batches, settings)
+        else:
+            prepared_batches = prepare_in_turn(functools.partial(prepare, session=session), batches)
+        indexes_dropped = warehouse.backend_name == "sqlite" and sqlite_bulk_load.drop_trade_date_indexes(
+            warehouse.handle
+        )
+        with tqdm(total=len(symbols), unit="symbol", disable=not show_progress, file=sys.stderr) as progress:
+            for extracted, transformed in prepared_batches:
+                loaded = load_batch(transformed, summary.run_id, settings, warehouse)
+                summary.add_results([extracted], [loaded])
+                progress.update(len(extracted.symbols))
+        if indexes_dropped:
+            sqlite_bulk_load.build_trade_date_indexes(warehouse.handle)
+    except Exception as exc:
+        summary.error = redact(f"{type(exc).__name__}: {exc}", settings.secrets())
+        raise
+    finally:
+        warehouse.close()
+        summary.elapsed_seconds = time.monotonic() - began
+        finish_run(summary, settings, alert=True)
+    return summary

@@ -1,0 +1,96 @@
+"""The rows every warehouse table gets for one batch: prices, indicators, weekly and monthly bars.
+
+This is the computing half of the load step (`steps.load_batch` does the reading and writing).
+It needs what the warehouse already holds for the batch's symbols, `stored`:
+
+- per symbol, the last `indicators_vectorised.LOOKBACK_ROWS` stored sessions before the first new date, with the RSI
+  running averages of the last of them (the indicators continue from there), and
+- every stored row on or after the first new date (a backfill into the middle of a history
+  changes the indicators of the rows after it).
+
+From that it computes the indicators of the new rows (and of the stored rows after them)
+incrementally, so the cost does not grow with the length of the history and the result equals
+a full recomputation, and the weekly and monthly bars of every period the new rows touch.
+Nothing here reads or writes a warehouse: the same function serves SQLite and BigQuery.
+
+Example:
+    >>> stored = warehouse.read_lookback(["AAPL"], before="2024-07-01", rows=200)
+    >>> frames = build_warehouse_rows(clean, quarantine, stored, run_id="cli-1", loaded_at=utc_now_iso())
+    >>> sorted(frames)
+    ['agg_monthly_prices', 'agg_weekly_prices', 'fact_daily_prices', 'fact_technical_indicators']
+"""
+
+from __future__ import annotations
+
+from datetime import date, timedelta
+
+import pandas as pd
+
+from src.transformation.aggregator import aggregate_prices, period_start
+from src.transformation.data_validator import VALID_COLUMNS
+from src.transformation.indicators_vectorised import compute_indicators_incremental, sort_by_symbol_and_date
+
+# The columns of a price row: what the validator keeps, and what fact_daily_prices stores.
+PRICE_COLUMNS = VALID_COLUMNS
+# Aggregates are recomputed from this many days before the first new date, so the previous
+# week's and month's close (for period_return) is in the frame. The stored lookback always
+# covers it: its 200 sessions span far more than 62 days.
+AGGREGATE_LOOKBACK_DAYS = 62
+
+
+def _combine(stored: pd.DataFrame, new: pd.DataFrame) -> pd.DataFrame:
+    """Stored rows plus new rows, where a new row replaces a stored row of the same symbol and date."""
+    if stored.empty:
+        # The usual backfill case: nothing to merge. `new` comes from the cleaner, already
+        # sorted with one row per (symbol, trade_date), which this checks without re-sorting.
+        return sort_by_symbol_and_date(new[PRICE_COLUMNS])
+    combined = pd.concat([stored[PRICE_COLUMNS], new[PRICE_COLUMNS]], ignore_index=True)
+    combined = combined.drop_duplicates(["symbol", "trade_date"], keep="last")
+    return combined.sort_values(["symbol", "trade_date"]).reset_index(drop=True)
+
+
+def build_warehouse_rows(
+    clean: pd.DataFrame, quarantine: pd.DataFrame, stored: pd.DataFrame, run_id: str, loaded_at: str
+) -> dict[str, pd.DataFrame]:
+    """Compute every table's rows for one batch of clean prices (without writing anything).
+
+    Args:
+        clean: clean prices from `transform.transform_prices` (one or many symbols).
+        quarantine: quarantined rows from `transform.transform_prices`.
+        stored: what `warehouse.read_lookback(symbols, before=<first new date>, rows=LOOKBACK_ROWS)`
+            returns (see the module docstring); empty for a first load.
+        run_id: the run writing these rows.
+        loaded_at: ISO-8601 UTC timestamp stamped on the rows.
+
+    Returns:
+        table name -> DataFrame, ready for `warehouse.load_batch`.
+    """
+    frames: dict[str, pd.DataFrame] = {}
+    if not quarantine.empty:
+        frames["quarantine_prices"] = quarantine.assign(run_id=run_id, quarantined_at=loaded_at)
+    if clean.empty:
+        return frames
+
+    first_new = str(clean["trade_date"].min())
+    before = stored[stored["trade_date"] < first_new]
+    after = stored[stored["trade_date"] >= first_new]
+
+    # Indicators of the new rows and of the stored rows after them, continued from the lookback.
+    indicators = compute_indicators_incremental(_combine(after, clean), before)
+
+    # Aggregates: recompute every period the new rows touch, from enough earlier rows.
+    aggregate_start = (date.fromisoformat(first_new) - timedelta(days=AGGREGATE_LOOKBACK_DAYS)).isoformat()
+    window = _combine(stored[stored["trade_date"] >= aggregate_start], clean)
+    # Keep only periods that contain a new row; earlier ones were only context for period_return.
+    first_new_date = pd.Series([first_new])
+    bars = {}
+    for period in ("weekly", "monthly"):
+        first_period = period_start(first_new_date, period).dt.strftime("%Y-%m-%d").iloc[0]
+        aggregated = aggregate_prices(window, period)
+        bars[period] = aggregated[aggregated["period_start"] >= first_period]
+
+    frames["fact_daily_prices"] = clean[PRICE_COLUMNS].assign(loaded_at=loaded_at, run_id=run_id)
+    frames["fact_technical_indicators"] = indicators.assign(loaded_at=loaded_at, run_id=run_id)
+    frames["agg_weekly_prices"] = bars["weekly"].assign(loaded_at=loaded_at)
+    frames["agg_monthly_prices"] = bars["monthly"].assign(loaded_at=loaded_at)
+    return frames
