@@ -138,8 +138,8 @@ def fetch_file_prices(symbol: str, start: date, end: date, data_dir: Path) -> Fe
         NoDataError: no file for the symbol, or no rows between start and end.
         FileFormatError: the file does not have exactly the expected columns.
     """
-    symbol = normalize_symbol(symbol)
-    path = price_file_path(symbol, data_dir)
+    path = price_file_path(symbol, data_dir)  # checks the symbol before any file is opened
+    symbol = path.stem
     if end < start:
         raise ValueError(f"end {end} is before start {start}")
     wanted = f"{symbol} {start}..{end}"
