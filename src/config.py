@@ -65,6 +65,8 @@ class Settings:
     batch_size: int = 10
     prepare_in_background: bool = True
     file_source_dir: Path = PROJECT_ROOT / "data" / "offline"
+    # A hole of more than this many missing NYSE sessions restarts every indicator's warm-up.
+    max_gap_sessions: int = 10
 
     # --- Alpha Vantage -----------------------------------------------------------
     alpha_vantage_api_key: str = field(default="", repr=False)
@@ -176,6 +178,7 @@ TEXT_VARIABLES = {
 }
 NUMBER_VARIABLES = {
     "BATCH_SIZE": ("batch_size", int, 1),
+    "MAX_GAP_SESSIONS": ("max_gap_sessions", int, 0),
     "ALPHA_VANTAGE_CALLS_PER_MINUTE": ("alpha_vantage_calls_per_minute", int, 1),
     "ALPHA_VANTAGE_MIN_INTERVAL_SECONDS": ("alpha_vantage_min_interval_seconds", float, 0),
     "ALPHA_VANTAGE_DAILY_LIMIT": ("alpha_vantage_daily_limit", int, 0),

@@ -198,17 +198,54 @@ class PipelineRunFailed(Exception):
 def resolve_symbols(requested: list[str] | str | None, settings: Settings) -> list[str]:
     """The run's symbols: the ones requested (CLI --symbols, DAG params), else `settings.symbols`; validated.
 
-    This is where every symbol is checked, once, before anything is fetched.
+    This is where every symbol is checked, once, before anything is fetched. Only "not given"
+    (None) means the configured SYMBOLS: an explicit empty or blank list (`--symbols ""` from an
+    unset shell variable, `" , "`, a DAG param `[]`) is a mistake, not a request for all 50.
 
     Raises:
-        InvalidSymbolInputError: a symbol is invalid (nothing has been fetched yet).
+        InvalidSymbolInputError: a symbol is invalid, or the list is empty (nothing fetched yet).
     """
-    return normalize_symbols(requested if requested else list(settings.symbols))
+    return normalize_symbols(list(settings.symbols) if requested is None else requested)
 
 
 def sources_for(choice: str | None) -> list[str] | None:
     """The sources of a run: None (= DATA_SOURCES in order, with fallback) for "auto", else just that one."""
     return None if choice in (None, "", "auto") else [choice]
+
+
+def closed_end(start: date, end: date, now: datetime | None = None) -> date:
+    """The last day a run may load: `end`, or the latest NYSE session closed at `now` if `end` is later.
+
+    A source asked during market hours (Alpha Vantage's compact reply, yfinance's history())
+    already holds today's bar, but that bar changes until the close (16:00 New York time, 13:00
+    on early-close days): storing it would store a price nobody closed at. So a run never asks
+    for a session that has not closed, and a manual run during the day loads up to the last
+    closed session.
+
+    Raises:
+        ConfigurationError: no session from `start` to `end` has closed yet.
+
+    Example:
+        >>> closed_end(date(2024, 11, 27), date(2024, 11, 29), now=datetime(2024, 11, 29, 17, 0, tzinfo=UTC))
+        datetime.date(2024, 11, 27)
+    """
+    last_closed = latest_completed_session(now)
+    if end <= last_closed:
+        return end
+    if start > last_closed:
+        raise ConfigurationError(
+            f"nothing to load yet: no NYSE session from {start} to {end} has closed "
+            f"(the latest closed session is {last_closed}); run again after the close"
+        )
+    logger.warning(
+        "sessions after %s have not closed yet (NYSE closes at 16:00 New York time, 13:00 on early-close days): "
+        "loading %s..%s instead of ..%s",
+        last_closed,
+        start,
+        last_closed,
+        end,
+    )
+    return last_closed
 
 
 def make_batches(symbols: list[str], batch_size: int) -> list[list[str]]:
@@ -429,17 +466,23 @@ def load_batch(transformed: Transformed, run_id: str, settings: Settings, wareho
             and closes one (an Airflow task).
     """
     clean, quarantine = _transformed_frames(transformed, settings)
+    gap = settings.max_gap_sessions
     if warehouse is not None:
-        return load_prices(warehouse, clean, quarantine, run_id)
+        return load_prices(warehouse, clean, quarantine, run_id, max_gap_sessions=gap)
     warehouse = open_warehouse(settings)
     try:
-        return load_prices(warehouse, clean, quarantine, run_id)
+        return load_prices(warehouse, clean, quarantine, run_id, max_gap_sessions=gap)
     finally:
         warehouse.close()
 
 
 def load_prices(
-    warehouse: Warehouse, clean: pd.DataFrame, quarantine: pd.DataFrame, run_id: str, loaded_at: str | None = None
+    warehouse: Warehouse,
+    clean: pd.DataFrame,
+    quarantine: pd.DataFrame,
+    run_id: str,
+    loaded_at: str | None = None,
+    max_gap_sessions: int = Settings.max_gap_sessions,
 ) -> Loaded:
     """Write clean prices to the warehouse: prices, indicators, weekly/monthly bars, quarantine, dimensions.
 
@@ -453,12 +496,13 @@ def load_prices(
         quarantine: quarantined rows from `transform.transform_prices`.
         run_id: the run writing these rows.
         loaded_at: the audit stamp of the rows, ISO-8601 UTC (default: now).
+        max_gap_sessions: holes longer than this restart the indicators (MAX_GAP_SESSIONS).
     """
     symbols = sorted(clean["symbol"].unique().tolist()) if not clean.empty else []
     stored = pd.DataFrame(columns=["symbol", "trade_date"])
     if symbols:
         stored = warehouse.read_lookback(symbols, before=clean["trade_date"].min(), rows=LOOKBACK_ROWS)
-    frames = build_warehouse_rows(clean, quarantine, stored, run_id, loaded_at or utc_now_iso())
+    frames = build_warehouse_rows(clean, quarantine, stored, run_id, loaded_at or utc_now_iso(), max_gap_sessions)
     if frames:
         written = warehouse.load_batch(frames)
         logger.info("load: run %s wrote %s", run_id, written)
@@ -597,6 +641,7 @@ def run_pipeline(
     run_id: str | None = None,
     show_progress: bool = True,
     session=None,
+    now: datetime | None = None,
 ) -> RunSummary:
     """Run every step for some symbols and an inclusive date range, in this process (the CLI).
 
@@ -616,6 +661,8 @@ def run_pipeline(
         show_progress: show a tqdm progress bar on stderr.
         session: an HTTP session handed to the sources (tests pass one; it cannot cross into
             the background process, so a run with a session prepares its batches in turn).
+        now: the moment the run happens (default: the real clock): sessions that have not
+            closed by then are not loaded (`closed_end`).
 
     Returns:
         The run's `RunSummary` (also stored in `pipeline_runs`); a partial or failed run is
@@ -627,6 +674,7 @@ def run_pipeline(
     chosen_sources = sources or list(settings.data_sources)
     if "alpha_vantage" in chosen_sources:
         require_alpha_vantage_key(settings)
+    end = closed_end(start, end, now)
     began = time.monotonic()
     summary = start_run(run_id or f"cli-{end.isoformat()}-{uuid.uuid4().hex[:8]}", end, list(symbols), settings)
     warehouse = open_warehouse(settings)

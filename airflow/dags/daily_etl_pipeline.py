@@ -104,7 +104,7 @@ def all_batches(results) -> list[dict]:
             None,
             type=["null", "array"],
             title="Symbols",
-            description="One ticker per line, e.g. AAPL. Empty: the configured SYMBOLS.",
+            description="One ticker per line, e.g. AAPL. Unset (null): the configured SYMBOLS; [] is refused.",
         ),
         "source": Param(
             "auto",
@@ -160,6 +160,8 @@ def daily_etl_pipeline():
         start = params.get("start") or end
         if start > end:  # ISO dates compare correctly as text
             raise ConfigurationError(f"param start {start} is after end {end}")
+        # Never a session that has not closed yet (a manual run during the day).
+        end = steps.closed_end(date.fromisoformat(start), date.fromisoformat(end)).isoformat()
         # The run's date for S3 keys, pipeline_runs and the checks is the last day fetched.
         summary = steps.start_run(run_id, date.fromisoformat(end), symbols, load_settings())
         return {"start": start, "end": end, "run_date": end, "started_at": summary.started_at}

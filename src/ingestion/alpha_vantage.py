@@ -6,6 +6,7 @@ first, then careful text matching), and each class has one action:
 
     data             {"Meta Data": ..., "Time Series (Daily)": {...}}  -> parse (values stay strings)
     throttled        {"Information": "... (1 request per second) ..."}  -> wait 60 s, retry (2 times at most)
+                     (any short-window limit: per second/minute, call frequency or volume)
     quota_exhausted  {"Information": "... 25 requests per day ..."}     -> mark today used up; fall back
     premium_only     {"Information": "... premium endpoint ..."}        -> never retry; fall back
     invalid_symbol   {"Error Message": "Invalid API call. ..."}          -> never retry; fall back
@@ -31,6 +32,7 @@ Example:
 from __future__ import annotations
 
 import logging
+import re
 import time
 from collections.abc import Callable
 from datetime import date, timedelta
@@ -91,6 +93,16 @@ REPLY_CLASSES = (
 )
 
 
+# What a message means, not its exact wording (Alpha Vantage rewords its replies now and then):
+# a short-window limit ("1 request per second", "no more than 2 requests per second", "optimizing
+# your API call frequency", "a higher API call volume", "spreading out your requests") is a
+# throttle to wait out; a per-day limit is the daily quota.
+THROTTLE_MEANING = re.compile(
+    r"per (second|minute)|call (frequency|volume)|frequen|spread(ing)? out|sparingly|too many requests", re.IGNORECASE
+)
+QUOTA_MEANING = re.compile(r"per day|daily (limit|quota)", re.IGNORECASE)
+
+
 def _classify_message(text: str) -> str | None:
     """Classify the text of an "Information" / "Note" / "Error Message" reply, or return None.
 
@@ -99,11 +111,11 @@ def _classify_message(text: str) -> str | None:
     is not enough (only "premium endpoint" / "premium feature" mean premium-only).
     """
     lowered = text.lower()
-    if any(words in lowered for words in ("1 request per second", "spreading out", "per minute")):
+    if THROTTLE_MEANING.search(lowered):
         return "throttled"
     if "premium endpoint" in lowered or "premium feature" in lowered:
         return "premium_only"
-    if "requests per day" in lowered:
+    if QUOTA_MEANING.search(lowered):
         return "quota_exhausted"
     # "the parameter apikey is invalid or missing", or the demo key's "claim your free API key".
     if ("apikey" in lowered and ("invalid" in lowered or "missing" in lowered)) or (

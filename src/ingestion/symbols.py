@@ -19,6 +19,13 @@ class InvalidSymbolInputError(ValueError):
 
     def __init__(self, bad_symbols: list[str]):
         self.symbols = bad_symbols
+        if not bad_symbols:
+            # An empty or blank list (e.g. an unset shell variable): never "all the defaults".
+            super().__init__(
+                "no symbols given: the list is empty or blank. Name at least one symbol (e.g. AAPL,MSFT), "
+                "or leave the symbols out to use SYMBOLS from the settings."
+            )
+            return
         shown = ", ".join(repr(s) for s in bad_symbols)
         super().__init__(
             f"invalid symbol(s): {shown}. A symbol is 1-10 characters: a letter A-Z first, "
@@ -65,11 +72,14 @@ def normalize_symbols(raw_symbols: Iterable[str] | str) -> list[str]:
         e.g. ["AAPL", "MSFT"].
 
     Raises:
-        InvalidSymbolInputError: at least one symbol is invalid, or the list is empty.
+        InvalidSymbolInputError: at least one symbol is invalid, or the list is empty or blank
+            (`.symbols` is then []).
     """
     if isinstance(raw_symbols, str):
         raw_symbols = raw_symbols.split(",")
     items = list(raw_symbols)
+    if all(isinstance(raw, str) and not raw.strip(" ") for raw in items):
+        raise InvalidSymbolInputError([])  # "", " , " or []: nothing was named
     clean: list[str] = []
     bad: list[str] = []
     for raw in items:
@@ -82,6 +92,4 @@ def normalize_symbols(raw_symbols: Iterable[str] | str) -> list[str]:
             clean.append(symbol)
     if bad:
         raise InvalidSymbolInputError(bad)
-    if not clean:
-        raise InvalidSymbolInputError(["(empty list)"])
     return clean

@@ -88,6 +88,10 @@ def to_yahoo_symbol(symbol: str) -> str:
     return symbol.replace(".", "-")
 
 
+class YahooFrameError(ValueError):
+    """A yfinance frame this pipeline cannot take as one symbol's as-traded prices. The message says why."""
+
+
 def normalize_yahoo_frame(frame: pd.DataFrame, symbol: str, exchange_tz: str = NEW_YORK) -> pd.DataFrame:
     """Turn a yfinance price frame into the normalised price frame (all rows, unfiltered).
 
@@ -95,9 +99,10 @@ def normalize_yahoo_frame(frame: pd.DataFrame, symbol: str, exchange_tz: str = N
     `yf.download()` returns even for a single ticker (trap 4).
 
     Args:
-        frame: yfinance's frame: a DatetimeIndex and columns Open, High, Low, Close, Volume
-            (others, like Adj Close, are ignored). The index is either timezone-aware, or
-            naive dates that are already the exchange's local dates (download()'s default).
+        frame: yfinance's frame, fetched with auto_adjust=False: a DatetimeIndex and columns
+            Open, High, Low, Close, Adj Close, Volume (Adj Close and others are not used). The
+            index is either timezone-aware, or naive dates that are already the exchange's
+            local dates (download()'s default).
         symbol: our validated symbol, e.g. "BRK.B".
         exchange_tz: the exchange's timezone (Yahoo's meta.exchangeTimezoneName), e.g.
             "America/New_York" for US listings: trading days are dates on its calendar.
@@ -105,10 +110,27 @@ def normalize_yahoo_frame(frame: pd.DataFrame, symbol: str, exchange_tz: str = N
     Returns:
         Columns symbol, trade_date ('YYYY-MM-DD'), open, high, low, close, volume, source,
         oldest day first; prices stay the floats yfinance gave.
+
+    Raises:
+        YahooFrameError: the frame holds more than one ticker (`yf.download(["IBM", "MSFT"])`),
+            or it was fetched with `auto_adjust=True` (no "Adj Close" column: its Open..Close
+            are rescaled by dividends, not prices as traded).
     """
     if isinstance(frame.columns, pd.MultiIndex):
-        # download() labels columns (price field, ticker); we asked for one ticker only.
+        # download() labels columns (price field, ticker), even for one ticker (trap 4).
+        tickers = list(dict.fromkeys(frame.columns.get_level_values("Ticker")))
+        if len(tickers) != 1:
+            raise YahooFrameError(
+                f"the yfinance frame for {symbol} holds {len(tickers)} tickers ({', '.join(map(str, tickers))}); "
+                "normalise one ticker at a time, e.g. frame.xs('IBM', axis=1, level='Ticker')"
+            )
         frame = frame.droplevel("Ticker", axis=1)
+    if "Adj Close" not in frame.columns:
+        raise YahooFrameError(
+            f"the yfinance frame for {symbol} has no 'Adj Close' column, so it was fetched with auto_adjust=True: "
+            "its Open/High/Low/Close are rescaled for dividends and splits, not prices as traded. "
+            "Fetch it with auto_adjust=False (what fetch_yahoo_prices does)."
+        )
     index = pd.DatetimeIndex(frame.index)
     if index.tz is not None:
         # The trading day is the bar's calendar date in the exchange's timezone (trap 6). For

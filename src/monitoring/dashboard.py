@@ -91,11 +91,11 @@ def read_symbol_history(warehouse: Warehouse, symbol: str, sessions: int = SESSI
     """The last `sessions` stored sessions of one symbol with their indicators, oldest first.
 
     Returns:
-        Columns trade_date, open, high, low, close, volume, source, sma_20, sma_50, sma_200,
-        rsi_14, vwap_20 (indicators NaN in their warm-up).
+        Columns trade_date, open, high, low, close, volume, source, quality_flags, sma_20,
+        sma_50, sma_200, rsi_14, vwap_20 (indicators NaN in their warm-up).
     """
     sql = (
-        "SELECT p.trade_date, p.open, p.high, p.low, p.close, p.volume, p.source, "
+        "SELECT p.trade_date, p.open, p.high, p.low, p.close, p.volume, p.source, p.quality_flags, "
         "i.sma_20, i.sma_50, i.sma_200, i.rsi_14, i.vwap_20 "
         f"FROM {table_ref(warehouse, 'fact_daily_prices')} AS p "
         f"LEFT JOIN {table_ref(warehouse, 'fact_technical_indicators')} AS i "
@@ -138,6 +138,30 @@ def _non_session_weekdays(first: str, last: str) -> list[str]:
     return [day.strftime("%Y-%m-%d") for day in weekdays if day.strftime("%Y-%m-%d") not in sessions]
 
 
+def break_lines_at_holes(history: pd.DataFrame) -> pd.DataFrame:
+    """Add an empty point on the first missing session of each hole, so no line is drawn through it.
+
+    A row flagged `gap_before:<n>` comes after n missing NYSE sessions (docs/data-quality.md).
+    Plotly leaves a gap in a line at a point whose value is empty, so the chart shows the hole
+    instead of joining the sessions on either side of it as if they were adjacent.
+    """
+    if "quality_flags" not in history.columns or history.empty:
+        return history
+    after_hole = history["quality_flags"].fillna("").str.contains("gap_before", regex=False)
+    previous = history["trade_date"].shift(1)
+    blanks = []
+    for day, before in zip(history.loc[after_hole, "trade_date"], previous[after_hole], strict=True):
+        if pd.isna(before):
+            continue
+        missing = sessions_between(date.fromisoformat(before) + timedelta(days=1), date.fromisoformat(day))
+        if missing and missing[0].isoformat() < day:
+            blanks.append({"trade_date": missing[0].isoformat()})
+    if not blanks:
+        return history
+    combined = pd.concat([history, pd.DataFrame(blanks)], ignore_index=True)
+    return combined.sort_values("trade_date", ignore_index=True)
+
+
 def build_price_figure(symbol: str, history: pd.DataFrame, synthetic: bool) -> go.Figure:
     """Three stacked panels for one symbol: price with SMAs and VWAP, RSI 14 with 30/70 bands, volume.
 
@@ -157,6 +181,8 @@ def build_price_figure(symbol: str, history: pd.DataFrame, synthetic: bool) -> g
         row_heights=[0.58, 0.2, 0.22],
         subplot_titles=("Close, SMA 20/50/200 and VWAP 20", "RSI 14 (Wilder)", "Volume"),
     )
+    sessions = len(history)
+    history = break_lines_at_holes(history)
     dates = history["trade_date"]
     figure.add_trace(
         go.Scatter(x=dates, y=history["close"], name="Close", line={"color": COLORS["close"], "width": 1.6}),
@@ -199,7 +225,7 @@ def build_price_figure(symbol: str, history: pd.DataFrame, synthetic: bool) -> g
         col=1,
     )
 
-    title = f"{symbol}: last {len(history)} sessions ({dates.iloc[0]} to {dates.iloc[-1]})" if len(history) else symbol
+    title = f"{symbol}: last {sessions} sessions ({dates.iloc[0]} to {dates.iloc[-1]})" if sessions else symbol
     figure.update_layout(
         title={"text": title, "x": 0.01, "font": {"size": 17}},
         height=680,

@@ -9,6 +9,7 @@ message for people and a `figures` dict of plain numbers, strings and lists for 
 | freshness           | the latest loaded date is more than `max_lag_sessions` sessions behind     |
 |                     | the latest completed NYSE session                                          |
 | completeness        | a symbol has no row for an expected session (the missing pairs are listed) |
+| history_completeness| a symbol misses sessions between its first and last stored date (a hole)  |
 | validation_failures | quarantined / (loaded + quarantined) is above `max_failure_rate` (5 %)     |
 | row_count_drop      | a session has over 50 % fewer rows than the median of the sessions before  |
 | last_run            | the last pipeline run failed, was partial, took too long or is stuck       |
@@ -238,6 +239,67 @@ def check_completeness(warehouse: Warehouse, symbols: list[str], first: date, la
     return CheckResult("completeness", False, message, figures)
 
 
+def check_history_completeness(warehouse: Warehouse, symbols: list[str] | None = None) -> CheckResult:
+    """Does each symbol have a row for every NYSE session between its first and last stored date?
+
+    The recent-window `check_completeness` cannot see an old hole (six months missing in 2013,
+    or 2014-2024 missing between two loads). This one counts, per symbol, the sessions the
+    exchange calendar expects between its first and last stored date and the ones stored.
+
+    Args:
+        warehouse: an open warehouse.
+        symbols: the symbols to check (None: every stored symbol).
+
+    Returns:
+        A "history_completeness" result with figures symbols_checked, sessions_expected,
+        sessions_missing and incomplete: one {"symbol", "first_date", "last_date",
+        "sessions_expected", "sessions_missing", "completeness_pct"} per symbol with a hole.
+    """
+    condition, params = _symbols_condition(warehouse, symbols)
+    sql = (
+        "SELECT symbol, MIN(trade_date) AS first_date, MAX(trade_date) AS last_date, "
+        "SUM(CASE WHEN quality_flags LIKE '%non_session_date%' THEN 0 ELSE 1 END) AS sessions_present "
+        f"FROM {table_ref(warehouse, 'fact_daily_prices')} WHERE {condition} GROUP BY symbol ORDER BY symbol"
+    )
+    incomplete = []
+    expected_total = missing_total = 0
+    stored = warehouse.query(sql, params)
+    for row in stored.itertuples():
+        first, last = date.fromisoformat(str(row.first_date)[:10]), date.fromisoformat(str(row.last_date)[:10])
+        expected = len(sessions_between(first, last))
+        missing = max(expected - int(row.sessions_present), 0)
+        expected_total += expected
+        missing_total += missing
+        if missing:
+            incomplete.append(
+                {
+                    "symbol": row.symbol,
+                    "first_date": first.isoformat(),
+                    "last_date": last.isoformat(),
+                    "sessions_expected": expected,
+                    "sessions_missing": missing,
+                    "completeness_pct": round(100.0 * (expected - missing) / expected, 2),
+                }
+            )
+    figures = {
+        "symbols_checked": len(stored),
+        "sessions_expected": expected_total,
+        "sessions_missing": missing_total,
+        "incomplete": incomplete,
+    }
+    if not incomplete:
+        message = f"every session between each symbol's first and last stored date is there ({len(stored)} symbols)"
+        return CheckResult("history_completeness", True, message, figures)
+    shown = ", ".join(
+        f"{item['symbol']} {item['completeness_pct']:g} % ({item['sessions_missing']} of {item['sessions_expected']} "
+        f"sessions missing in {item['first_date']}..{item['last_date']})"
+        for item in incomplete[:MISSING_SHOWN]
+    )
+    more = f" and {len(incomplete) - MISSING_SHOWN} more" if len(incomplete) > MISSING_SHOWN else ""
+    message = f"{_plural(len(incomplete), 'symbol')} with holes in the stored history: {shown}{more}"
+    return CheckResult("history_completeness", False, message, figures)
+
+
 def check_validation_failures(
     warehouse: Warehouse,
     *,
@@ -464,8 +526,8 @@ def run_health_checks(
         symbols: the symbols that should be loaded (default: `settings.symbols`).
 
     Returns:
-        Results in the order freshness, completeness, row_count_drop, validation_failures,
-        last_run. When the warehouse cannot be read, one failed "warehouse" result instead.
+        Results in the order freshness, completeness, history_completeness, row_count_drop,
+        validation_failures, last_run. When the warehouse cannot be read, one failed "warehouse" result instead.
     """
     symbols = list(symbols or settings.symbols)
     latest_session = latest_completed_session(now)
@@ -484,6 +546,7 @@ def run_health_checks(
             return [
                 check_freshness(warehouse, latest_session, symbols=symbols),
                 check_completeness(warehouse, symbols, window[0], window[-1]),
+                check_history_completeness(warehouse, symbols),
                 check_row_count_drop(warehouse, due, symbols=symbols),
                 _last_run_validation(warehouse, last_run),
                 last_run,

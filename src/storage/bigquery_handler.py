@@ -43,7 +43,7 @@ from google.auth.credentials import AnonymousCredentials
 from google.cloud import bigquery
 
 from src.config import Settings
-from src.storage.calendar_dim import build_dim_date
+from src.storage.calendar_dim import build_dim_date, dim_date_range_to_write
 from src.storage.schema import AUDIT_COLUMNS, LOOKBACK_COLUMNS, TABLES, Table
 from src.storage.views import VIEWS, render_view
 
@@ -632,7 +632,9 @@ def ensure_dim_date(wh: BigQueryWarehouse, start: str, end: str) -> int:
     """Upsert the `dim_date` rows (every calendar day, NYSE flags) from start to end inclusive.
 
     Rewriting days that are already stored is cheap (one small load job and MERGE) and picks
-    up calendar corrections, such as a newly declared market holiday.
+    up calendar corrections, such as a newly declared market holiday. dim_date stays
+    gap-free: the days between these and the stored ones are written too
+    (`calendar_dim.dim_date_range_to_write`), so completeness counts every expected session.
 
     Args:
         wh: the open warehouse.
@@ -642,4 +644,11 @@ def ensure_dim_date(wh: BigQueryWarehouse, start: str, end: str) -> int:
     Returns:
         The number of dim_date rows written.
     """
-    return load_batch(wh, {"dim_date": build_dim_date(start, end)})["dim_date"]
+    stored = query(
+        wh,
+        f"SELECT MIN(trade_date) AS first, MAX(trade_date) AS last, COUNT(*) AS days FROM `{wh.table_id('dim_date')}`",
+    ).iloc[0]
+    stored_first = None if stored["days"] == 0 else str(stored["first"])
+    stored_last = None if stored["days"] == 0 else str(stored["last"])
+    first, last = dim_date_range_to_write(start, end, stored_first, stored_last, int(stored["days"]))
+    return load_batch(wh, {"dim_date": build_dim_date(first, last)})["dim_date"]

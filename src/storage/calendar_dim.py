@@ -11,7 +11,7 @@ Example:
 
 from __future__ import annotations
 
-from datetime import date
+from datetime import date, timedelta
 
 import pandas as pd
 
@@ -71,3 +71,43 @@ def build_dim_date(start: str | date, end: str | date) -> pd.DataFrame:
     )
     # Same columns, same order as the one schema definition (a test checks this too).
     return frame[DIM_DATE.column_names]
+
+
+def dim_date_range_to_write(
+    start: str, end: str, stored_first: str | None, stored_last: str | None, stored_days: int
+) -> tuple[str, str]:
+    """The days to (re)write so that dim_date covers every day from its first to its last, gap-free.
+
+    `v_data_completeness` counts a symbol's expected sessions from dim_date between its first and
+    last stored date, so dim_date must hold every day in between, not only the days some load
+    touched: a hole in dim_date would hide a hole in the prices. The days the load touched
+    (`start`..`end`) are always written (that picks up calendar corrections), together with the
+    days between them and the stored ones; a dim_date that has a hole already is refilled whole.
+
+    Args:
+        start, end: the days the load touched, 'YYYY-MM-DD'.
+        stored_first, stored_last, stored_days: MIN, MAX and COUNT of the stored dim_date
+            (None, None, 0 when it is empty).
+
+    Returns:
+        (first, last): the days to write, both included.
+
+    Example:
+        >>> dim_date_range_to_write("2025-01-02", "2025-01-03", "2012-01-01", "2012-12-31", 366)
+        ('2013-01-01', '2025-01-03')
+    """
+    if stored_first is None or stored_last is None:
+        return start, end
+    stored_span = (date.fromisoformat(stored_last) - date.fromisoformat(stored_first)).days + 1
+    if stored_days != stored_span:  # a dim_date from before this rule, with holes: refill it
+        return min(start, stored_first), max(end, stored_last)
+    first, last = start, end
+    if end > stored_last:
+        first = min(first, _shift(stored_last, 1))
+    if start < stored_first:
+        last = max(last, _shift(stored_first, -1))
+    return first, last
+
+
+def _shift(day: str, days: int) -> str:
+    return (date.fromisoformat(day) + timedelta(days=days)).isoformat()

@@ -31,7 +31,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from src.storage.calendar_dim import build_dim_date
+from src.storage.calendar_dim import build_dim_date, dim_date_range_to_write
 from src.storage.schema import AUDIT_COLUMNS, LOOKBACK_COLUMNS, TABLES, Table
 from src.storage.views import VIEWS, render_view
 
@@ -525,11 +525,15 @@ def refresh_dim_symbol(conn: sqlite3.Connection, symbols: list[str], source_by_s
 def ensure_dim_date(conn: sqlite3.Connection, start: str, end: str) -> int:
     """Upsert the `dim_date` rows (every calendar day, NYSE flags) from start to end inclusive.
 
+    dim_date stays gap-free: the days between these and the stored ones are written too
+    (`calendar_dim.dim_date_range_to_write`), so completeness counts every expected session.
+
     Returns:
         The number of dim_date rows written.
     """
-    frame = build_dim_date(start, end)
-    return load_batch(conn, {"dim_date": frame})["dim_date"]
+    stored = conn.execute("SELECT MIN(trade_date), MAX(trade_date), COUNT(*) FROM dim_date").fetchone()
+    first, last = dim_date_range_to_write(start, end, *stored)
+    return load_batch(conn, {"dim_date": build_dim_date(first, last)})["dim_date"]
 
 
 # --- Reads ------------------------------------------------------------------------------------

@@ -16,7 +16,7 @@ import logging
 
 import pandas as pd
 
-from src.transformation.indicators_vectorised import sort_by_symbol_and_date
+from src.transformation.indicators_vectorised import SEGMENT_COLUMN, sort_by_symbol_and_date
 
 logger = logging.getLogger(__name__)
 
@@ -65,7 +65,8 @@ def aggregate_prices(prices: pd.DataFrame, period: str) -> pd.DataFrame:
         columns symbol, period_start ('YYYY-MM-DD': the Monday, or the 1st of the month),
         period_end (the last trade_date with data in the period), open (first), high (max),
         low (min), close (last), volume (sum, int64), trading_days (sessions with data) and
-        period_return (close / the previous period's close - 1; NaN for a symbol's first period).
+        period_return (close / the previous period's close - 1; NaN for a symbol's first period,
+        and for a period whose first row starts a new run of sessions, SEGMENT_COLUMN).
 
     Raises:
         ValueError: unknown period, a missing column, or a duplicate (symbol, trade_date).
@@ -81,8 +82,11 @@ def aggregate_prices(prices: pd.DataFrame, period: str) -> pd.DataFrame:
         raise ValueError(f"prices is missing columns {missing}; it has {list(prices.columns)}")
 
     # Sorted by date within each symbol, so "first" is the period's open and "last" its close.
-    frame = sort_by_symbol_and_date(prices[_INPUT_COLUMNS])
+    columns = [*_INPUT_COLUMNS, SEGMENT_COLUMN] if SEGMENT_COLUMN in prices.columns else _INPUT_COLUMNS
+    frame = sort_by_symbol_and_date(prices[columns])
     frame["period_start"] = period_start(frame["trade_date"], period)
+    if SEGMENT_COLUMN not in frame.columns:
+        frame[SEGMENT_COLUMN] = False
 
     bars = (
         frame.groupby(["symbol", "period_start"], sort=False)
@@ -94,12 +98,16 @@ def aggregate_prices(prices: pd.DataFrame, period: str) -> pd.DataFrame:
             close=("close", "last"),
             volume=("volume", "sum"),
             trading_days=("trade_date", "size"),
+            after_long_hole=(SEGMENT_COLUMN, "first"),
         )
         .reset_index()
     )
     # The bars come out in row order (symbol, then date), so the previous row of the same
     # symbol is the previous period.
     previous_close = bars.groupby("symbol", sort=False)["close"].shift(1)
+    # A period that opens a new run of sessions (after a long hole) has no previous close to
+    # compare with: the last bar before the hole is from another time.
+    previous_close = previous_close.where(~bars["after_long_hole"].fillna(False).astype(bool))
     bars["period_return"] = bars["close"] / previous_close - 1.0
     bars["period_start"] = bars["period_start"].dt.strftime("%Y-%m-%d")
     bars["volume"] = bars["volume"].astype("int64")

@@ -1,19 +1,19 @@
-"""Clean validated prices: standard column names, one typed row per symbol and day, gaps and outliers flagged.
+"""Gaps, outliers and big moves: the quality flags that need a symbol's history, and cleaning outside frames.
 
 The cleaner never invents or deletes a price. It:
 
-1. standardises column names (`standardize_columns`: 'Date' -> trade_date, 'Open' -> open,
-   '4. close' -> close, 'Adj Close' -> adj_close, ...) and trims/upper-cases symbols;
-2. re-runs the validator's rules as a safety net (types, impossible prices, duplicates), so a
-   frame that did not come through `validate_prices` still cannot carry a bad row: rows that
-   cannot be repaired go to quarantine with the validator's reason codes;
-3. records missing NYSE sessions instead of filling them: the row after a gap gets the flag
-   `gap_before`, and `find_missing_sessions` lists the missing (symbol, day) pairs. Filling a
-   gap (e.g. forward-filling the last close) would make up a price nobody traded at;
-4. flags unusual daily returns with a rolling z-score (`return_outlier`), keeping the row.
+1. flags, at load time and with the stored lookback in view (`add_history_flags`), moves of
+   more than 40 % (`large_move`), missing NYSE sessions before a row (`gap_before:<n>`: a gap
+   is recorded, never filled, because forward-filling would make up a price nobody traded at)
+   and unusual daily returns (`return_outlier`, a rolling z-score); and marks where a hole of
+   more than MAX_GAP_SESSIONS starts a new run of sessions (the indicators restart there);
+2. lists missing (symbol, day) pairs (`find_missing_sessions`);
+3. cleans a frame that did not come through the sources (`clean_prices`): standard column
+   names ('Date' -> trade_date, '4. close' -> close, 'Adj Close' -> adj_close, ...), trimmed
+   and upper-cased symbols, then the validator's rules.
 
-Flags are appended to `quality_flags` (comma-separated) after the validator's ones. The rules
-and flags are documented with examples in docs/data-quality.md.
+Flags are appended to `quality_flags` (comma-separated) after the validator's row-local ones.
+The rules and flags are documented with examples in docs/data-quality.md.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ import numpy as np
 import pandas as pd
 
 from src.market_calendar import nyse_calendar
-from src.transformation.data_validator import REJECTED_COLUMNS, VALID_COLUMNS, add_quality_flag, validate_prices
+from src.transformation.data_validator import VALID_COLUMNS, add_quality_flag, validate_prices
 
 logger = logging.getLogger(__name__)
 
@@ -51,6 +51,13 @@ COLUMN_ALIASES = {
 # The first RETURN_OUTLIER_WINDOW + 1 rows of a symbol have no z-score and are never flagged.
 RETURN_OUTLIER_WINDOW = 60
 RETURN_OUTLIER_Z = 4.0
+
+# A close more than 40 % away from the previous close is rare for a large stock: it is usually
+# a split (4:1 gives -75 %) or a bad print. We keep the row (it may be real) but flag it.
+LARGE_MOVE_THRESHOLD = 0.40
+
+# Flags the validator sets from the row alone; `add_history_flags` keeps them and rebuilds the rest.
+ROW_FLAGS = ("non_session_date",)
 
 
 def standardize_columns(df: pd.DataFrame) -> pd.DataFrame:
@@ -156,47 +163,91 @@ def find_missing_sessions(
     )
 
 
-def _return_outliers(prices: pd.DataFrame) -> pd.Series:
-    """True where a row's daily return has |rolling z-score| > RETURN_OUTLIER_Z (see the constants)."""
-    by_symbol = prices.groupby("symbol")["close"]
-    returns = prices["close"] / by_symbol.shift(1) - 1
+def _return_outliers(close: pd.Series, segment: pd.Series) -> pd.Series:
+    """True where a row's daily return has |rolling z-score| > RETURN_OUTLIER_Z (see the constants).
+
+    Args:
+        close: closes grouped by symbol, each symbol sorted by date.
+        segment: a number per row; rows of one symbol's run of sessions share it (see
+            `add_history_flags`), so no window reaches across a symbol or a long hole.
+    """
+    returns = close / close.groupby(segment).shift(1) - 1
     # The window for row t holds the returns of rows t-60 .. t-1 (shifted by one row).
-    previous_returns = returns.groupby(prices["symbol"]).shift(1)
-    rolling = previous_returns.groupby(prices["symbol"]).rolling(
-        RETURN_OUTLIER_WINDOW, min_periods=RETURN_OUTLIER_WINDOW
-    )
-    # groupby().rolling() puts the symbol in front of the index; drop it to line up again.
-    mean = rolling.mean().reset_index(level=0, drop=True).reindex(prices.index)
-    std = rolling.std().reset_index(level=0, drop=True).reindex(prices.index)
+    previous_returns = returns.groupby(segment).shift(1)
+    rolling = previous_returns.groupby(segment).rolling(RETURN_OUTLIER_WINDOW, min_periods=RETURN_OUTLIER_WINDOW)
+    # groupby().rolling() puts the segment in front of the index; drop it to line up again.
+    mean = rolling.mean().reset_index(level=0, drop=True).reindex(close.index)
+    std = rolling.std().reset_index(level=0, drop=True).reindex(close.index)
     # After a perfectly flat window (std 0, e.g. a halted stock) any move gives an infinite
     # z-score and is flagged; no move gives 0 / 0 = NaN and is not.
     z_score = (returns - mean) / std
     return z_score.abs() > RETURN_OUTLIER_Z
 
 
-def clean_prices(
-    valid_df: pd.DataFrame,
-    session_calendar: exchange_calendars.ExchangeCalendar | None = None,
-    *,
-    already_validated: bool = False,
-) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Clean prices; return the clean rows and the quarantined rows.
+def add_history_flags(prices: pd.DataFrame, max_gap_sessions: int) -> pd.DataFrame:
+    """Flag what needs a symbol's earlier rows to see, and mark where each run of sessions starts.
 
-    Steps: standardise column names, trim and upper-case symbols, re-apply the validator's
-    rules (types, impossible values, duplicates - keeping the last row received; no future
-    date check, that needs the run date and was done by `validate_prices`), sort by symbol and
-    trade_date, then flag (kept, appended to quality_flags in this order): `gap_before` when
-    NYSE sessions are missing between the row and the symbol's previous row, `return_outlier`
-    when the daily return's rolling z-score is beyond RETURN_OUTLIER_Z. Missing sessions are
-    not filled and no price is changed or deleted.
+    The load step calls this on the batch's new rows together with the stored lookback of
+    their symbols (`warehouse.read_lookback`), so a one-session daily run sees exactly what a
+    full load of the whole history sees: every row gets the same flags either way.
+
+    Flags (kept rows, appended to `quality_flags` in this order, after the validator's
+    row-local ones such as non_session_date):
+    - `large_move`: |close / previous close - 1| > LARGE_MOVE_THRESHOLD (usually a split or a
+      bad print; docs/data-quality.md);
+    - `gap_before:<n>`: n NYSE sessions are missing between the row and the symbol's previous row;
+    - `return_outlier`: the daily return's rolling z-score is beyond RETURN_OUTLIER_Z.
+
+    A hole of more than `max_gap_sessions` missing sessions starts a new run of sessions
+    (`starts_segment`): the indicators restart their warm-up there, and the row after the hole
+    is compared with nothing before it (no large_move, no return_outlier; it keeps its
+    `gap_before:<n>`). Shorter holes are bridged: the comparisons reach across them.
 
     Args:
-        valid_df: prices, normally `validate_prices`' valid rows; column names may be in
-            another style ('Date', 'Open', ...). quality_flags, if present, is rebuilt.
+        prices: rows with symbol, trade_date ('YYYY-MM-DD'), close and quality_flags, sorted by
+            symbol and trade_date, one row per (symbol, trade_date).
+        max_gap_sessions: the longest hole that is bridged (the MAX_GAP_SESSIONS setting).
+
+    Returns:
+        A copy with `quality_flags` rebuilt and a bool column `starts_segment` (True on each
+        symbol's first row and on the first row after a long hole).
+    """
+    frame = prices.reset_index(drop=True).copy()
+    # The row-local flags stay as the validator set them; the history flags are recomputed.
+    own_flags = pd.Series("", index=frame.index, dtype=str)
+    for flag in ROW_FLAGS:
+        own_flags = add_quality_flag(own_flags, frame["quality_flags"].str.contains(flag, regex=False), flag)
+
+    _, gaps = _missing_sessions_before(frame, _sessions(None))
+    gaps = pd.Series(gaps, index=frame.index)
+    first_of_symbol = frame["symbol"].ne(frame["symbol"].shift())
+    starts_segment = first_of_symbol | (gaps > max_gap_sessions)
+    segment = starts_segment.cumsum()
+
+    move = (frame["close"] / frame["close"].groupby(segment).shift(1) - 1).abs()
+    flags = add_quality_flag(own_flags, move > LARGE_MOVE_THRESHOLD, "large_move")
+    flags = add_quality_flag(flags, gaps > 0, "gap_before:" + gaps.astype(str))
+    flags = add_quality_flag(flags, _return_outliers(frame["close"], segment), "return_outlier")
+    frame["quality_flags"] = flags
+    frame["starts_segment"] = starts_segment.to_numpy()
+    return frame
+
+
+def clean_prices(
+    raw_df: pd.DataFrame, session_calendar: exchange_calendars.ExchangeCalendar | None = None
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Clean a price frame that did not come through the pipeline's sources; return clean and quarantined rows.
+
+    A safety net for frames from elsewhere (your own DataFrame or CSV download): standardise
+    column names, trim and upper-case symbols, then apply the validator's rules (types,
+    impossible values, duplicates - keeping the last row received; no future date check, that
+    needs a run date). The pipeline's transform calls `validate_prices` directly: its sources
+    already give canonical columns. No price is changed or deleted; history flags are added at
+    load time (`add_history_flags`).
+
+    Args:
+        raw_df: prices; column names may be in another style ('Date', 'Open', ...).
         session_calendar: the trading calendar; None means NYSE (XNYS).
-        already_validated: True when `valid_df` is exactly the valid output of
-            `validate_prices` (as in `transform_prices`): the safety-net re-validation is then
-            skipped, because it would find nothing new and it is about half the cleaner's time.
 
     Returns:
         (clean, quarantined).
@@ -208,29 +259,10 @@ def clean_prices(
     Raises:
         ValueError: two columns standardise to the same name.
     """
-    if already_validated:
-        # validate_prices' valid rows are typed, deduplicated, sorted and flagged already.
-        clean = valid_df[VALID_COLUMNS].copy()
-        quarantined = pd.DataFrame(columns=REJECTED_COLUMNS)
-    else:
-        frame = standardize_columns(valid_df)
-        if "symbol" in frame.columns:
-            # A repair we can make safely: ' aapl ' is AAPL. Missing symbols stay missing.
-            frame["symbol"] = frame["symbol"].astype(str).str.strip().str.upper()
-        clean, quarantined = validate_prices(frame, session_calendar=session_calendar, check_future_dates=False)
-
-    sessions = _sessions(session_calendar)
-    _, gap_sizes = _missing_sessions_before(clean, sessions)
-    flags = add_quality_flag(clean["quality_flags"], pd.Series(gap_sizes > 0, index=clean.index), "gap_before")
-    flags = add_quality_flag(flags, _return_outliers(clean), "return_outlier")
-    clean["quality_flags"] = flags
-
-    logger.info(
-        "Cleaned %d rows: %d clean (%d after a gap, %d return outliers), %d quarantined",
-        len(valid_df),
-        len(clean),
-        int((gap_sizes > 0).sum()),
-        int(flags.str.contains("return_outlier", regex=False).sum()),
-        len(quarantined),
-    )
+    frame = standardize_columns(raw_df)
+    if "symbol" in frame.columns:
+        # A repair we can make safely: ' aapl ' is AAPL. Missing symbols stay missing.
+        frame["symbol"] = frame["symbol"].astype(str).str.strip().str.upper()
+    clean, quarantined = validate_prices(frame, session_calendar=session_calendar, check_future_dates=False)
+    logger.info("Cleaned %d rows: %d clean, %d quarantined", len(raw_df), len(clean), len(quarantined))
     return clean[VALID_COLUMNS], quarantined

@@ -41,10 +41,6 @@ PRICE_COLUMNS = ["open", "high", "low", "close"]
 VALID_COLUMNS = [*REQUIRED_COLUMNS, "quality_flags"]
 REJECTED_COLUMNS = ["symbol", "trade_date", "source", "raw_record", "reason"]
 
-# A close more than 40 % away from the previous close is rare for a large stock: it is usually
-# a split (4:1 gives -75 %) or a bad print. We keep the row (it may be real) but flag it.
-LARGE_MOVE_THRESHOLD = 0.40
-
 # More shares than this in one day is not a real print: the busiest US stocks trade a few
 # billion shares a day (e.g. AAPL's 2000-era record before splits was ~1.9e9 split-adjusted),
 # so 1e12 leaves a margin of several hundred times and still catches garbage such as a
@@ -56,7 +52,7 @@ REASON_SEPARATOR = ";"
 FLAG_SEPARATOR = ","
 
 
-def append_code(codes: pd.Series, mask: pd.Series, code: str, separator: str) -> pd.Series:
+def append_code(codes: pd.Series, mask: pd.Series, code: str | pd.Series, separator: str) -> pd.Series:
     """Append `code` to the rows of `codes` where `mask` is True.
 
     Used for both the `reason` of rejected rows (separator ';') and `quality_flags` (','),
@@ -65,7 +61,8 @@ def append_code(codes: pd.Series, mask: pd.Series, code: str, separator: str) ->
     Args:
         codes: strings, '' where a row has no code yet.
         mask: booleans on the same index: which rows get the code.
-        code: e.g. "large_move".
+        code: e.g. "large_move"; or a Series of codes on the same index, one per row
+            (e.g. "gap_before:3").
         separator: put between codes.
 
     Returns:
@@ -75,11 +72,12 @@ def append_code(codes: pd.Series, mask: pd.Series, code: str, separator: str) ->
     if not mask.any():
         return codes
     current = codes[mask]
-    codes[mask] = (current + separator + code).where(current != "", code)
+    new = code[mask] if isinstance(code, pd.Series) else code
+    codes[mask] = (current + separator + new).where(current != "", new)
     return codes
 
 
-def add_quality_flag(flags: pd.Series, mask: pd.Series, flag: str) -> pd.Series:
+def add_quality_flag(flags: pd.Series, mask: pd.Series, flag: str | pd.Series) -> pd.Series:
     """Append `flag` to the comma-separated `quality_flags` of the rows where `mask` is True."""
     return append_code(flags, mask, flag, FLAG_SEPARATOR)
 
@@ -326,9 +324,10 @@ def validate_prices(
     missing_value:source, high_below_low, high_below_open_close, low_above_open_close,
     duplicate_date (the last row received for a symbol and day is kept).
 
-    Flagged but kept (`quality_flags`, comma-separated, '' when none, in this order):
-    non_session_date (not an NYSE session: weekend or holiday), large_move (|close / previous
-    valid close of the symbol - 1| > LARGE_MOVE_THRESHOLD).
+    Flagged but kept (`quality_flags`, comma-separated, '' when none): non_session_date (not an
+    NYSE session: weekend or holiday). The flags that compare a row with the symbol's earlier
+    rows (large_move, gap_before, return_outlier) are added at load time, where the stored
+    history is in view (`cleaner.add_history_flags`).
 
     Args:
         df: normalised prices, values as received (strings, floats, None or NaN). Columns
@@ -372,9 +371,6 @@ def validate_prices(
     calendar = session_calendar if session_calendar is not None else nyse_calendar()
     flags = pd.Series("", index=valid.index, dtype=str)
     flags = add_quality_flag(flags, ~valid["trade_date"].isin(calendar.sessions), "non_session_date")
-    previous_close = valid.groupby("symbol")["close"].shift(1)
-    move = (valid["close"] / previous_close - 1).abs()
-    flags = add_quality_flag(flags, move > LARGE_MOVE_THRESHOLD, "large_move")
     valid["trade_date"] = format_dates(valid["trade_date"])
     valid["quality_flags"] = flags
 
@@ -406,7 +402,7 @@ def _log_summary(valid: pd.DataFrame, rejected: pd.DataFrame) -> None:
             group["trade_date"].max(),
             ", ".join(sorted(group["reason"].unique())),
         )
-    for flag in ("non_session_date", "large_move"):
+    for flag in ("non_session_date",):
         flagged = valid[valid["quality_flags"].str.contains(flag, regex=False)]
         if not flagged.empty:
             logger.warning(

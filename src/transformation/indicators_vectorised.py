@@ -44,6 +44,9 @@ BATCH_ROWS = 1_000_000
 _VALUE_COLUMNS = INDICATOR_COLUMNS[2:]  # the computed ones, after symbol and trade_date
 _PRICE_COLUMNS = ["symbol", "trade_date", "high", "low", "close", "volume"]
 _HISTORY_COLUMNS = [*_PRICE_COLUMNS, "rsi_avg_gain_14", "rsi_avg_loss_14"]
+# An optional bool column: True where a run of sessions starts after a long hole
+# (`cleaner.add_history_flags`). Every indicator restarts its warm-up there, as at a new symbol.
+SEGMENT_COLUMN = "starts_segment"
 
 
 # --- Symbol blocks: what lets one pass over the array serve many symbols --------------------
@@ -65,11 +68,28 @@ def symbol_block_starts(symbols: pd.Series) -> np.ndarray:
         [0, 0, 0, 3, 3]
     """
     # A block starts where the symbol differs from the row above (the first row always does).
-    is_start = symbols.ne(symbols.shift()).to_numpy(dtype=bool)
-    positions = np.arange(len(symbols), dtype=np.int64)
+    return _carry_block_starts(symbols.ne(symbols.shift()).to_numpy(dtype=bool))
+
+
+def _carry_block_starts(is_start: np.ndarray) -> np.ndarray:
+    """For every row, the position of the last row at or above it where `is_start` is True."""
+    positions = np.arange(len(is_start), dtype=np.int64)
     # Carry each start position down over the rows of its block: a running maximum of
     # "my position if I start a block, else 0".
     return np.maximum.accumulate(np.where(is_start, positions, 0))
+
+
+def _row_block_starts(frame: pd.DataFrame) -> np.ndarray:
+    """Block starts of a sorted frame: a new symbol, or a new run of sessions (SEGMENT_COLUMN)."""
+    is_start = frame["symbol"].ne(frame["symbol"].shift()).to_numpy(dtype=bool)
+    if SEGMENT_COLUMN in frame.columns:
+        is_start = is_start | frame[SEGMENT_COLUMN].fillna(False).to_numpy(dtype=bool)
+    return _carry_block_starts(is_start)
+
+
+def _columns_of(frame: pd.DataFrame, columns: list[str]) -> list[str]:
+    """`columns`, plus SEGMENT_COLUMN when the frame has it."""
+    return [*columns, SEGMENT_COLUMN] if SEGMENT_COLUMN in frame.columns else columns
 
 
 def _blocks_or_one(block_starts: np.ndarray | None, length: int) -> np.ndarray:
@@ -316,7 +336,7 @@ def _indicators_of_batch(batch: pd.DataFrame) -> list[pd.Series]:
     Returns:
         One Series per column of _VALUE_COLUMNS, in that order.
     """
-    blocks = symbol_block_starts(batch["symbol"])
+    blocks = _row_block_starts(batch)
     close = batch["close"]
     rsi = rsi_by_symbol(close, RSI_PERIOD, blocks, batch.get("prior_avg_gain"), batch.get("prior_avg_loss"))
     return [
@@ -375,8 +395,8 @@ def compute_indicators(prices: pd.DataFrame) -> pd.DataFrame:
 
     Args:
         prices: validated canonical prices: symbol, trade_date, open, high, low, close (float),
-            volume (int); other columns are ignored. Any row order; one row per
-            (symbol, trade_date).
+            volume (int); optionally SEGMENT_COLUMN (restart every indicator there); other
+            columns are ignored. Any row order; one row per (symbol, trade_date).
 
     Returns:
         DataFrame sorted by symbol and trade_date with exactly the columns symbol, trade_date,
@@ -388,7 +408,7 @@ def compute_indicators(prices: pd.DataFrame) -> pd.DataFrame:
         TypeError: a price column is not numeric (the frame was not validated).
     """
     _check_columns(prices, _PRICE_COLUMNS, "prices")
-    frame = sort_by_symbol_and_date(prices[_PRICE_COLUMNS])
+    frame = sort_by_symbol_and_date(prices[_columns_of(prices, _PRICE_COLUMNS)])
     symbol_starts = _symbol_starts(frame)
     result = _indicators_in_batches(frame, symbol_starts)
     logger.info("computed indicators: %d rows, %d symbols", len(result), len(symbol_starts))
@@ -424,7 +444,7 @@ def compute_indicators_incremental(new_prices: pd.DataFrame, history: pd.DataFra
     """
     _check_columns(new_prices, _PRICE_COLUMNS, "new_prices")
     _check_columns(history, _HISTORY_COLUMNS, "history")
-    new = new_prices[_PRICE_COLUMNS].assign(is_new=True)
+    new = new_prices[_columns_of(new_prices, _PRICE_COLUMNS)].assign(is_new=True)
 
     # History rows strictly before the symbol's first new date (a symbol without new rows maps
     # to NaN and drops out), then only the last LOOKBACK_ROWS of each symbol.
@@ -435,7 +455,7 @@ def compute_indicators_incremental(new_prices: pd.DataFrame, history: pd.DataFra
 
     # RSI continues from the averages stored on each symbol's LAST history row only.
     is_last_row = history["symbol"].ne(history["symbol"].shift(-1))
-    old = history[_PRICE_COLUMNS].assign(
+    old = history[_columns_of(history, _PRICE_COLUMNS)].assign(
         is_new=False,
         prior_avg_gain=history["rsi_avg_gain_14"].astype("float64").where(is_last_row),
         prior_avg_loss=history["rsi_avg_loss_14"].astype("float64").where(is_last_row),

@@ -14,7 +14,6 @@ from datetime import date
 
 import pandas as pd
 
-from src.transformation.cleaner import clean_prices
 from src.transformation.data_validator import validate_prices
 
 logger = logging.getLogger(__name__)
@@ -32,7 +31,11 @@ def _with_record_hash(rejected: pd.DataFrame) -> pd.DataFrame:
 
 
 def transform_prices(raw_prices: pd.DataFrame, run_date: date | str) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Validate and clean raw prices; every input row ends up in exactly one of the two outputs.
+    """Validate raw prices; every input row ends up in exactly one of the two outputs.
+
+    The flags that compare a row with the symbol's earlier rows (large_move, gap_before,
+    return_outlier) are added at load time, with the stored lookback in view
+    (`cleaner.add_history_flags`): this step sees only the batch, and stays stateless.
 
     Args:
         raw_prices: normalised prices straight from the sources (values may still be strings),
@@ -43,10 +46,7 @@ def transform_prices(raw_prices: pd.DataFrame, run_date: date | str) -> tuple[pd
         (clean_prices, quarantine): clean rows with typed values and `quality_flags`, and the
         rejected rows with `reason`, `raw_record` and `record_hash` (ready for `quarantine_prices`).
     """
-    valid, rejected = validate_prices(raw_prices, run_date=run_date)
-    # `valid` comes straight from validate_prices, so the cleaner need not re-validate it.
-    clean, quarantined = clean_prices(valid, already_validated=True)
-    quarantine = pd.concat([rejected, quarantined], ignore_index=True)
+    clean, quarantine = validate_prices(raw_prices, run_date=run_date)
     if quarantine.empty:
         quarantine = pd.DataFrame(columns=QUARANTINE_COLUMNS)
     else:

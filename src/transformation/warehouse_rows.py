@@ -8,9 +8,10 @@ It needs what the warehouse already holds for the batch's symbols, `stored`:
 - every stored row on or after the first new date (a backfill into the middle of a history
   changes the indicators of the rows after it).
 
-From that it computes the indicators of the new rows (and of the stored rows after them)
-incrementally, so the cost does not grow with the length of the history and the result equals
-a full recomputation, and the weekly and monthly bars of every period the new rows touch.
+From that it computes the quality flags that look back (`cleaner.add_history_flags`), the
+indicators of the new rows (and of the stored rows after them) incrementally, so the cost does
+not grow with the length of the history and the result equals a full recomputation, and the
+weekly and monthly bars of every period the new rows touch.
 Nothing here reads or writes a warehouse: the same function serves SQLite and BigQuery.
 
 Example:
@@ -27,6 +28,7 @@ from datetime import date, timedelta
 import pandas as pd
 
 from src.transformation.aggregator import aggregate_prices, period_start
+from src.transformation.cleaner import add_history_flags
 from src.transformation.data_validator import VALID_COLUMNS
 from src.transformation.indicators_vectorised import compute_indicators_incremental, sort_by_symbol_and_date
 
@@ -50,7 +52,12 @@ def _combine(stored: pd.DataFrame, new: pd.DataFrame) -> pd.DataFrame:
 
 
 def build_warehouse_rows(
-    clean: pd.DataFrame, quarantine: pd.DataFrame, stored: pd.DataFrame, run_id: str, loaded_at: str
+    clean: pd.DataFrame,
+    quarantine: pd.DataFrame,
+    stored: pd.DataFrame,
+    run_id: str,
+    loaded_at: str,
+    max_gap_sessions: int,
 ) -> dict[str, pd.DataFrame]:
     """Compute every table's rows for one batch of clean prices (without writing anything).
 
@@ -61,6 +68,7 @@ def build_warehouse_rows(
             returns (see the module docstring); empty for a first load.
         run_id: the run writing these rows.
         loaded_at: ISO-8601 UTC timestamp stamped on the rows.
+        max_gap_sessions: holes longer than this restart the indicators (MAX_GAP_SESSIONS).
 
     Returns:
         table name -> DataFrame, ready for `warehouse.load_batch`.
@@ -72,15 +80,27 @@ def build_warehouse_rows(
         return frames
 
     first_new = str(clean["trade_date"].min())
-    before = stored[stored["trade_date"] < first_new]
-    after = stored[stored["trade_date"] >= first_new]
+    # The flags that look back (large_move, gap_before, return_outlier) are computed over the
+    # stored lookback and the new rows together, so a one-session run flags exactly what a
+    # full load would. The stored rows from `first_new` on are recomputed too: a new row before
+    # them changes what they compare with.
+    flagged = add_history_flags(_combine(stored, clean), max_gap_sessions)
+    is_history = (flagged["trade_date"] < first_new).to_numpy()
+    rsi_state = stored[["symbol", "trade_date", "rsi_avg_gain_14", "rsi_avg_loss_14"]] if len(stored) else None
+    history = flagged[is_history]
+    history = (
+        history.merge(rsi_state, on=["symbol", "trade_date"], how="left")
+        if rsi_state is not None
+        else history.assign(rsi_avg_gain_14=float("nan"), rsi_avg_loss_14=float("nan"))
+    )
+    to_write = flagged[~is_history].reset_index(drop=True)
 
     # Indicators of the new rows and of the stored rows after them, continued from the lookback.
-    indicators = compute_indicators_incremental(_combine(after, clean), before)
+    indicators = compute_indicators_incremental(to_write, history)
 
     # Aggregates: recompute every period the new rows touch, from enough earlier rows.
     aggregate_start = (date.fromisoformat(first_new) - timedelta(days=AGGREGATE_LOOKBACK_DAYS)).isoformat()
-    window = _combine(stored[stored["trade_date"] >= aggregate_start], clean)
+    window = flagged[flagged["trade_date"] >= aggregate_start]
     # Keep only periods that contain a new row; earlier ones were only context for period_return.
     first_new_date = pd.Series([first_new])
     bars = {}
@@ -89,7 +109,7 @@ def build_warehouse_rows(
         aggregated = aggregate_prices(window, period)
         bars[period] = aggregated[aggregated["period_start"] >= first_period]
 
-    frames["fact_daily_prices"] = clean[PRICE_COLUMNS].assign(loaded_at=loaded_at, run_id=run_id)
+    frames["fact_daily_prices"] = to_write[PRICE_COLUMNS].assign(loaded_at=loaded_at, run_id=run_id)
     frames["fact_technical_indicators"] = indicators.assign(loaded_at=loaded_at, run_id=run_id)
     frames["agg_weekly_prices"] = bars["weekly"].assign(loaded_at=loaded_at)
     frames["agg_monthly_prices"] = bars["monthly"].assign(loaded_at=loaded_at)

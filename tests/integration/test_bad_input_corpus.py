@@ -22,6 +22,7 @@ from src.config import ConfigurationError, load_settings
 from src.ingestion.sources import fetch_batch
 from src.ingestion.symbols import InvalidSymbolInputError, normalize_symbols
 from src.steps import run_pipeline
+from src.transformation.cleaner import add_history_flags
 from src.transformation.transform import transform_prices
 from tests.fixtures.bad_inputs import (
     API_REPLY_CASES,
@@ -198,7 +199,8 @@ def test_each_bad_row_is_quarantined_with_its_reason_and_the_good_rows_are_kept(
     assert list(zip(quarantine["trade_date"], quarantine["reason"], strict=True)) == case.quarantined
     assert len(clean) == case.clean_rows
     assert len(clean) + len(quarantine) == len(raw)  # nothing dropped silently
-    flags = dict(zip(clean["trade_date"], clean["quality_flags"], strict=True))
+    stored = add_history_flags(clean, max_gap_sessions=10)  # the flags the load adds
+    flags = dict(zip(stored["trade_date"], stored["quality_flags"], strict=True))
     for day, expected in case.flags.items():
         assert flags[day] == expected
 

@@ -513,3 +513,21 @@ def test_views_match_the_sqlite_warehouse_views_on_the_same_rows(warehouse):
         # Same values; the dtypes differ (SQLite returns None for NULL text, for example).
         assert_frame_equal(nulls_as_none(in_bigquery), nulls_as_none(in_sqlite), check_exact=True, obj=name)
     conn.close()
+
+
+def test_completeness_counts_a_hole_between_two_loads(warehouse):
+    # Two loads with six months between them: dim_date is kept gap-free, so the view counts
+    # every NYSE session from the first to the last stored date, not only the loaded ones.
+    early = validated_prices("IBM", "2001-01-02", "2001-01-31")
+    late = validated_prices("IBM", "2001-08-01", "2001-08-31")
+    for prices in (early, late):
+        load_batch(warehouse, {"fact_daily_prices": prices})
+        ensure_dim_date(warehouse, prices["trade_date"].min(), prices["trade_date"].max())
+
+    row = query(warehouse, f"SELECT * FROM `{warehouse.table_id('v_data_completeness')}`").iloc[0]
+
+    expected = len(validated_prices("IBM", "2001-01-02", "2001-08-31"))  # every session in between
+    assert (row["sessions_expected"], row["sessions_present"]) == (expected, len(early) + len(late))
+    assert row["sessions_missing"] == expected - len(early) - len(late)
+    days = query(warehouse, f"SELECT COUNT(*) AS n FROM `{warehouse.table_id('dim_date')}`")["n"].iloc[0]
+    assert days == (pd.Timestamp("2001-08-31") - pd.Timestamp("2001-01-02")).days + 1

@@ -43,7 +43,7 @@ pytestmark = pytest.mark.integration
 
 NEW_YORK = ZoneInfo("America/New_York")
 SYMBOLS = ["AAPL", "GOOG", "IBM", "MSFT"]
-CHECK_NAMES = ["freshness", "completeness", "row_count_drop", "validation_failures", "last_run"]
+CHECK_NAMES = ["freshness", "completeness", "history_completeness", "row_count_drop", "validation_failures", "last_run"]
 
 
 def new_york(*args) -> datetime:
@@ -468,7 +468,7 @@ def test_run_health_checks_healthy(settings):
     results = run_health_checks(settings, now=new_york(2012, 7, 5, 10, 0))
 
     assert [result.name for result in results] == CHECK_NAMES
-    assert [result.ok for result in results] == [True] * 5, [result.message for result in results]
+    assert [result.ok for result in results] == [True] * 6, [result.message for result in results]
     by_name = {result.name: result.figures for result in results}
     # One session of lag is allowed, so the due session is 07-02 and the window ends there.
     assert (by_name["completeness"]["first_session"], by_name["completeness"]["last_session"]) == (
@@ -529,7 +529,12 @@ def test_pipeline_checks_pass_without_an_alert(tmp_path, slack_catcher):
     outcome = run_pipeline_checks(SYMBOLS, "2012-07-06", settings, run_id="scheduled__2012-07-06")
 
     assert outcome["ok"] is True
-    assert [check["name"] for check in outcome["checks"]] == CHECK_NAMES[:4]
+    assert [check["name"] for check in outcome["checks"]] == [
+        "freshness",
+        "completeness",
+        "row_count_drop",
+        "validation_failures",
+    ]
     assert json.loads(json.dumps(outcome)) == outcome  # fits in an XCom as it is
     assert slack_catcher.alerts() == []
 

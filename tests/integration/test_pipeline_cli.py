@@ -159,6 +159,27 @@ def test_an_invalid_symbol_stops_the_run_with_exit_2_before_anything_is_fetched(
     assert not env.exists()  # nothing was opened, fetched or written
 
 
+@pytest.mark.parametrize("blank", ["", " , ", ","])
+def test_an_empty_or_blank_symbol_list_is_a_bad_argument_not_the_default_symbols(env, capsys, blank):
+    # e.g. `--symbols "$SYMBOLS"` with SYMBOLS unset: never quietly the 50 default symbols.
+    code = run_cli("--symbols", blank, "--start", "2012-01-03", "--end", "2012-01-31")
+
+    assert code == pipeline.EXIT_BAD_INPUT
+    assert "no symbols given: the list is empty or blank" in capsys.readouterr().err
+    assert not env.exists()  # nothing was opened, fetched or written
+
+
+def test_an_empty_symbols_param_of_the_dag_is_refused(env):
+    from src import steps
+    from src.config import load_settings
+    from src.ingestion.symbols import InvalidSymbolInputError
+
+    settings = load_settings()
+    with pytest.raises(InvalidSymbolInputError, match="no symbols given"):
+        steps.resolve_symbols([], settings)  # what the DAG's resolve_symbols task does with params symbols=[]
+    assert steps.resolve_symbols(None, settings) == list(settings.symbols)  # the param left empty: SYMBOLS
+
+
 @pytest.mark.parametrize(
     ("args", "message"),
     [

@@ -210,6 +210,34 @@ def test_classify_real_replies(payload, expected):
     assert classify_reply(payload) == expected
 
 
+# Throttle replies the real service has sent in other words (issue 18): classified by what
+# they mean (a short-window limit), so a rewording does not turn them into "malformed".
+REWORDED_THROTTLES = [
+    "Thank you for using Alpha Vantage! Please visit https://www.alphavantage.co/premium/ if you would like "
+    "to have a higher API call volume.",
+    "Please consider optimizing your API call frequency.",
+    "Please query the demo URLs at no more than 2 requests per second.",
+]
+
+
+@pytest.mark.parametrize("text", REWORDED_THROTTLES)
+@pytest.mark.parametrize("key", ["Information", "Note"])
+def test_reworded_throttle_replies_are_throttles_not_malformed(text, key):
+    assert classify_reply({key: text}) == "throttled"
+
+
+@pytest.mark.parametrize("text", REWORDED_THROTTLES)
+def test_a_reworded_throttle_is_waited_out_and_retried(api, settings, sleeps, text):
+    api.get(AV_URL, json={"Information": text})
+    api.get(AV_URL, json=IBM_REPLY)
+
+    result = fetch(settings, sleeps)
+
+    assert result.source == "alpha_vantage" and len(result.prices) == 4
+    assert len(api.calls) == 2
+    assert sleeps == [THROTTLE_WAIT_SECONDS]  # the throttle wait, not the malformed-reply backoff
+
+
 @pytest.mark.parametrize(
     "payload",
     [

@@ -12,9 +12,24 @@ from pandas.testing import assert_frame_equal
 
 from src.market_calendar import nyse_calendar
 from src.transformation import cleaner
-from src.transformation.cleaner import clean_prices, find_missing_sessions, standardize_columns
+from src.transformation.cleaner import add_history_flags, clean_prices, find_missing_sessions, standardize_columns
 from src.transformation.data_validator import VALID_COLUMNS, validate_prices
 from tests.fixtures.market_data import load_goog_prices
+
+MAX_GAP_SESSIONS = 10  # the setting's default
+
+
+def flagged_at_load(clean: pd.DataFrame) -> pd.DataFrame:
+    """What the load step stores: the rows with their history flags (large_move, gap_before, return_outlier)."""
+    return add_history_flags(clean, MAX_GAP_SESSIONS)[VALID_COLUMNS]
+
+
+def goog_strings(first: str, last: str) -> pd.DataFrame:
+    """Real GOOG rows as Alpha Vantage sends them: every value a string."""
+    rows = goog(first, last, source="alpha_vantage")
+    for column in ("open", "high", "low", "close", "volume"):
+        rows[column] = rows[column].astype(str)
+    return rows
 
 
 def goog(first: str, last: str, source: str = "file") -> pd.DataFrame:
@@ -133,11 +148,12 @@ def test_a_missing_price_is_quarantined_never_forward_filled():
     raw.loc[1, "close"] = np.nan  # 2012-07-03
 
     clean, quarantined = clean_prices(raw)
+    clean = flagged_at_load(clean)
 
-    # No made-up 07-03 row; 07-05 says a session is missing before it.
+    # No made-up 07-03 row; 07-05 says one session is missing before it.
     assert clean[["trade_date", "close", "quality_flags"]].values.tolist() == [
         ["2012-07-02", 580.47, ""],
-        ["2012-07-05", 595.92, "gap_before"],
+        ["2012-07-05", 595.92, "gap_before:1"],
         ["2012-07-06", 585.98, ""],
     ]
     assert quarantined["reason"].tolist() == ["missing_value:close"]
@@ -181,11 +197,12 @@ def test_missing_sessions_are_flagged_on_the_row_after_the_gap_and_listed():
     raw = raw[~raw["trade_date"].isin(["2012-07-05", "2012-07-06"])]
 
     clean, quarantined = clean_prices(raw)
+    clean = flagged_at_load(clean)
 
     assert clean[["trade_date", "quality_flags"]].values.tolist() == [
         ["2012-07-02", ""],
         ["2012-07-03", ""],
-        ["2012-07-09", "gap_before"],  # 07-05 and 07-06 missing; 07-04 is a holiday, not a gap
+        ["2012-07-09", "gap_before:2"],  # 07-05 and 07-06 missing; 07-04 is a holiday, not a gap
         ["2012-07-10", ""],
         ["2012-07-11", ""],
         ["2012-07-12", ""],
@@ -253,6 +270,7 @@ def test_a_return_far_outside_the_last_60_sessions_is_flagged():
     closes += [round(closes[-1] * 1.03, 4)]
 
     clean, quarantined = clean_prices(session_series(closes))
+    clean = flagged_at_load(clean)
 
     assert clean["quality_flags"].tolist() == [""] * 61 + ["return_outlier", ""]
     assert quarantined.empty
@@ -263,7 +281,7 @@ def test_no_return_is_flagged_before_the_window_is_full():
     closes = alternating_closes(59)
     closes += [round(closes[-1] * 1.10, 4)]
 
-    clean, _ = clean_prices(session_series(closes))
+    clean = flagged_at_load(clean_prices(session_series(closes))[0])
 
     assert len(clean) == 61
     assert (clean["quality_flags"] == "").all()
@@ -275,7 +293,7 @@ def test_returns_are_compared_within_each_symbol_only():
     test = session_series(closes)
     other = session_series([500.0] * 62).assign(symbol="OTHER")  # flat: its returns are all 0
 
-    clean, _ = clean_prices(pd.concat([other, test], ignore_index=True))
+    clean = flagged_at_load(clean_prices(pd.concat([other, test], ignore_index=True))[0])
 
     assert clean.loc[clean["quality_flags"] != "", ["symbol", "trade_date"]].values.tolist() == [
         ["TEST", "2024-04-01"]  # the 62nd session from 2024-01-02 (Good Friday 03-29 is closed)
@@ -286,6 +304,7 @@ def test_real_goog_keeps_every_row_and_flags_a_handful_of_outliers():
     prices = load_goog_prices().assign(source="file")
 
     clean, quarantined = clean_prices(prices)
+    clean = flagged_at_load(clean)
 
     assert quarantined.empty
     assert_frame_equal(clean.drop(columns="quality_flags"), prices)
@@ -300,6 +319,7 @@ def test_real_goog_keeps_every_row_and_flags_a_handful_of_outliers():
 
 def test_real_prices_of_4_symbols_are_all_kept(real_prices_4_symbols):
     clean, quarantined = clean_prices(real_prices_4_symbols.assign(source="file"))
+    clean = flagged_at_load(clean)
 
     assert quarantined.empty
     assert len(clean) == len(real_prices_4_symbols)
@@ -326,3 +346,64 @@ def test_docstring_examples_run():
 
     assert results.attempted > 0
     assert results.failed == 0
+
+
+# ---- large moves (moved from the validator: they need the symbol's earlier rows) -------------
+
+
+def test_a_4_for_1_split_is_flagged_large_move_and_kept():
+    # Real GOOG (no >40 % day in 2004-2013); from 2010-07-01 prices / 4 and volume x 4,
+    # as if the stock had split 4:1 that day.
+    prices = load_goog_prices()
+    after = prices["trade_date"] >= "2010-07-01"
+    split = prices.copy()
+    split.loc[after, ["open", "high", "low", "close"]] = split.loc[after, ["open", "high", "low", "close"]] / 4
+    split.loc[after, "volume"] = split.loc[after, "volume"] * 4
+    split["source"] = "file"
+
+    valid, rejected = validate_prices(split, run_date="2013-03-01")
+    valid = flagged_at_load(valid)
+
+    assert rejected.empty
+    flagged = valid[valid["quality_flags"].str.contains("large_move")]
+    assert flagged[["trade_date", "close", "quality_flags"]].values.tolist() == [
+        ["2010-07-01", 439.49 / 4, "large_move,return_outlier"]
+    ]
+    assert_frame_equal(valid.drop(columns="quality_flags"), split[VALID_COLUMNS[:-1]])
+
+
+def test_large_move_compares_with_the_previous_valid_close_of_the_same_symbol():
+    raw = goog_strings("2012-07-02", "2012-07-06")  # closes 580.47 587.83 595.92 585.98
+    raw.loc[1, "close"] = "N/A"  # 2012-07-03 rejected: 07-05 is compared with 07-02
+    raw.loc[2, ["open", "high", "low", "close"]] = ["880.00", "890.00", "870.00", "885.00"]
+    raw.loc[3, "trade_date"] = "2012-07-07"  # a Saturday: both flags, in their order
+    raw.loc[3, ["open", "high", "low", "close"]] = ["420.00", "430.00", "410.00", "425.00"]
+    other = goog_strings("2012-07-02", "2012-07-02").assign(symbol="AAPL", close="10.00", low="9.00")
+    raw = pd.concat([raw, other], ignore_index=True)  # a far lower price in another symbol
+
+    valid, rejected = validate_prices(raw, run_date="2012-07-31")
+    valid = flagged_at_load(valid)
+
+    assert valid[["symbol", "trade_date", "quality_flags"]].values.tolist() == [
+        ["AAPL", "2012-07-02", ""],
+        ["GOOG", "2012-07-02", ""],
+        ["GOOG", "2012-07-05", "large_move,gap_before:1"],  # 885.00 / 580.47 - 1 = +52 %; 07-03 missing
+        ["GOOG", "2012-07-07", "non_session_date,large_move,gap_before:1"],  # -52 %; Friday 07-06 missing
+    ]
+    assert rejected["reason"].tolist() == ["non_numeric:close"]
+
+
+def test_real_prices_of_4_symbols_flag_the_real_splits_and_crash(real_prices_4_symbols):
+    # Measured on bokeh's AAPL/GOOG/IBM/MSFT 2000-2013: AAPL's 2:1 splits (2000-06-21,
+    # 2005-02-28), AAPL's -52 % day (2000-09-29) and MSFT's 2:1 split (2003-02-18).
+    valid, rejected = validate_prices(real_prices_4_symbols.assign(source="file"), run_date="2013-03-01")
+    valid = flagged_at_load(valid)
+    valid = valid[valid["quality_flags"].str.contains("large_move")]
+
+    assert rejected.empty
+    assert valid.loc[valid["quality_flags"] != "", ["symbol", "trade_date", "quality_flags"]].values.tolist() == [
+        ["AAPL", "2000-06-21", "large_move,return_outlier"],
+        ["AAPL", "2000-09-29", "large_move,return_outlier"],
+        ["AAPL", "2005-02-28", "large_move,return_outlier"],
+        ["MSFT", "2003-02-18", "large_move,return_outlier"],
+    ]

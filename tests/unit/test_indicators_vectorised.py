@@ -348,3 +348,32 @@ def test_speed_against_talib_and_ta(goog_prices):
 
     assert ours <= 3 * with_talib, f"ours {ours:.3f}s, TA-Lib {with_talib:.3f}s"
     assert ours * 2 <= with_ta, f"ours {ours:.3f}s, ta {with_ta:.3f}s"
+
+
+def test_a_new_run_of_sessions_restarts_every_indicator_like_a_new_symbol(goog_prices):
+    # A long hole in the history starts a new run of sessions (cleaner.add_history_flags marks
+    # it): every indicator warms up again there, exactly as the plain functions do on the run alone.
+    prices = goog_prices.assign(starts_segment=False)
+    restart = 1000
+    prices.loc[restart, "starts_segment"] = True
+
+    result = compute_indicators(prices)
+
+    expected = pd.concat(
+        [symbol_indicators(prices.iloc[:restart]), symbol_indicators(prices.iloc[restart:])], ignore_index=True
+    )
+    assert_frame_equal(result[VALUE_COLUMNS], expected[VALUE_COLUMNS], check_exact=False, rtol=1e-12, atol=1e-12)
+    assert result.loc[restart : restart + 18, "sma_20"].isna().all()
+    assert result.loc[restart : restart + 13, "rsi_14"].isna().all()
+    assert pd.isna(result.loc[restart, "daily_return"])
+
+
+def test_incremental_across_a_new_run_of_sessions_equals_the_full_computation(goog_prices):
+    prices = goog_prices.assign(starts_segment=False)
+    prices.loc[2100, "starts_segment"] = True  # the run restarts 48 sessions before the end
+    full = compute_indicators(prices)
+    history = _history_from(prices.iloc[:2120], full.iloc[:2120]).tail(LOOKBACK_ROWS)
+
+    result = compute_indicators_incremental(prices.iloc[2120:], history)
+
+    _assert_close(result, full.iloc[2120:], tolerance=1e-9)

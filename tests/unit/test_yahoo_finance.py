@@ -27,6 +27,7 @@ from src.ingestion.fetch_result import NoDataError, SourceUnavailableError
 from src.ingestion.symbols import InvalidSymbolInputError
 from src.ingestion.yahoo_finance import (
     RAW_PAYLOAD_NOTE,
+    YahooFrameError,
     fetch_yahoo_prices,
     normalize_yahoo_frame,
     to_yahoo_symbol,
@@ -416,3 +417,34 @@ def test_normalise_converts_utc_timestamps_to_the_exchange_date():
     prices = normalize_yahoo_frame(frame, "IBM", EASTERN)
 
     pd.testing.assert_frame_equal(prices, expected_prices("IBM", "2013-02-28", "2013-03-01", "yahoo"))
+
+
+def _downloaded(tickers: list[str], with_adj_close: bool = True) -> pd.DataFrame:
+    """The shape of yf.download(tickers, auto_adjust=False): MultiIndex columns (Price, Ticker)."""
+    rows = real_rows("IBM", "2013-02-28", "2013-03-01")
+    fields = {"Open": "open", "High": "high", "Low": "low", "Close": "close", "Volume": "volume"}
+    if with_adj_close:
+        fields["Adj Close"] = "adj_close"
+    columns = pd.MultiIndex.from_tuples([(field, t) for field in fields for t in tickers], names=["Price", "Ticker"])
+    values = [[rows[fields[field]].iloc[i] for field in fields for _ in tickers] for i in range(len(rows))]
+    return pd.DataFrame(values, columns=columns, index=pd.DatetimeIndex(["2013-02-28", "2013-03-01"]))
+
+
+def test_a_frame_of_more_than_one_ticker_is_refused_with_a_clear_error():
+    # yf.download(["IBM", "MSFT"]) used to reach the validator as duplicated "close" columns and
+    # crash there with "'DataFrame' object has no attribute 'str'".
+    with pytest.raises(YahooFrameError, match=r"holds 2 tickers \(IBM, MSFT\).*one ticker at a time"):
+        normalize_yahoo_frame(_downloaded(["IBM", "MSFT"]), "IBM")
+
+
+def test_a_frame_fetched_with_auto_adjust_is_refused():
+    flat = _downloaded(["IBM"], with_adj_close=False).droplevel("Ticker", axis=1)
+    with pytest.raises(YahooFrameError, match="auto_adjust=True.*not prices as traded"):
+        normalize_yahoo_frame(flat, "IBM")
+    with pytest.raises(YahooFrameError, match="auto_adjust=True"):
+        normalize_yahoo_frame(_downloaded(["IBM"], with_adj_close=False), "IBM")
+
+
+def test_a_one_ticker_download_frame_with_adj_close_is_fine():
+    prices = normalize_yahoo_frame(_downloaded(["IBM"]), "IBM")
+    assert prices["trade_date"].tolist() == ["2013-02-28", "2013-03-01"]
