@@ -144,6 +144,7 @@ REVIEWED_SQL_INTERPOLATIONS = {
     "table_name",
     "updates",
     "view_name",
+    "wh.table_id('dim_date')",  # dim_date_range_to_write's read of the stored date range
     "wh.table_id('dim_symbol')",
     "wh.table_id('fact_daily_prices')",
     "wh.table_id('fact_technical_indicators')",
