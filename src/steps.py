@@ -487,8 +487,10 @@ def load_prices(
     """Write clean prices to the warehouse: prices, indicators, weekly/monthly bars, quarantine, dimensions.
 
     Reads the stored lookback of the symbols once, computes the new rows from it
-    (transformation/warehouse_rows.py) and writes every table in one `load_batch` call (one
-    transaction in SQLite: a crash never leaves half a batch).
+    (transformation/warehouse_rows.py) and writes every table, all inside one
+    `Warehouse.load_transaction` (in SQLite one transaction that holds the write lock from
+    the read on: a crash never leaves half a batch, and a concurrent load never computes its
+    indicators from a history another load is still writing).
 
     Args:
         warehouse: the open warehouse.
@@ -499,16 +501,20 @@ def load_prices(
         max_gap_sessions: holes longer than this restart the indicators (MAX_GAP_SESSIONS).
     """
     symbols = sorted(clean["symbol"].unique().tolist()) if not clean.empty else []
-    stored = pd.DataFrame(columns=["symbol", "trade_date"])
-    if symbols:
-        stored = warehouse.read_lookback(symbols, before=clean["trade_date"].min(), rows=LOOKBACK_ROWS)
-    frames = build_warehouse_rows(clean, quarantine, stored, run_id, loaded_at or utc_now_iso(), max_gap_sessions)
-    if frames:
-        written = warehouse.load_batch(frames)
-        logger.info("load: run %s wrote %s", run_id, written)
-    if symbols:
-        warehouse.ensure_dim_date(clean["trade_date"].min(), clean["trade_date"].max())
-        warehouse.refresh_dim_symbol(symbols, clean.groupby("symbol")["source"].last().to_dict())
+    # One transaction from the look-back read to the last write (Warehouse.load_transaction):
+    # a concurrent run's rows are either all seen by the read or written after this commit,
+    # and a failure anywhere leaves none of the batch, so the counts returned are the rows written.
+    with warehouse.load_transaction():
+        stored = pd.DataFrame(columns=["symbol", "trade_date"])
+        if symbols:
+            stored = warehouse.read_lookback(symbols, before=clean["trade_date"].min(), rows=LOOKBACK_ROWS)
+        frames = build_warehouse_rows(clean, quarantine, stored, run_id, loaded_at or utc_now_iso(), max_gap_sessions)
+        if frames:
+            written = warehouse.load_batch(frames)
+            logger.info("load: run %s wrote %s", run_id, written)
+        if symbols:
+            warehouse.ensure_dim_date(clean["trade_date"].min(), clean["trade_date"].max())
+            warehouse.refresh_dim_symbol(symbols, clean.groupby("symbol")["source"].last().to_dict())
     by_source = {str(source): int(rows) for source, rows in clean.groupby("source").size().items()}
     return Loaded(
         symbols_loaded=symbols, rows_loaded=len(clean), rows_quarantined=len(quarantine), rows_by_source=by_source

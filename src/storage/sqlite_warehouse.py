@@ -203,7 +203,13 @@ def write_transaction(conn: sqlite3.Connection) -> Iterator[None]:
     BEGIN IMMEDIATE takes the write lock at the start (waiting up to the busy timeout), so
     two writers queue up instead of failing halfway through. Any error, even Ctrl-C, rolls
     the whole block back and is re-raised.
+
+    Inside an open transaction (a caller that holds the lock already, see `load_transaction`)
+    the block simply joins it: the outermost block commits or rolls back.
     """
+    if conn.in_transaction:
+        yield
+        return
     try:
         conn.execute("BEGIN IMMEDIATE")
     except sqlite3.OperationalError as exc:
@@ -218,6 +224,16 @@ def write_transaction(conn: sqlite3.Connection) -> Iterator[None]:
         if conn.in_transaction:
             conn.execute("ROLLBACK")
         raise
+
+
+def load_transaction(conn: sqlite3.Connection):
+    """The transaction one batch's load runs in: its look-back read and every write (`steps.load_prices`).
+
+    Taking the write lock BEFORE the look-back read is what keeps two loads at the same time
+    consistent: the second one reads its history only after the first one has committed, so
+    a run for July computes its indicators with the June rows a concurrent run is writing.
+    """
+    return write_transaction(conn)
 
 
 # --- Schema -----------------------------------------------------------------------------------
