@@ -382,3 +382,52 @@ def test_two_runs_for_the_same_date_at_once_leave_each_row_once(tmp_path, data_d
         len(SYMBOLS) * SESSIONS,
     )
     assert conn.execute("SELECT status FROM pipeline_runs").fetchall() == [("success",), ("success",)]
+
+
+def indicator_rows(db: Path) -> list[tuple]:
+    conn = sqlite3.connect(db)
+    try:
+        columns = "symbol, trade_date, sma_20, sma_50, rsi_14, vwap_20, daily_return"
+        return conn.execute(f"SELECT {columns} FROM fact_technical_indicators ORDER BY 1, 2").fetchall()
+    finally:
+        conn.close()
+
+
+def test_two_runs_of_adjacent_ranges_at_once_compute_the_later_range_with_the_earlier_history(tmp_path, data_dir):
+    """Issue 19 case 4: the look-back read waits for the other run's write (one load transaction)."""
+    env = {
+        **os.environ,
+        "PIPELINE_ENV_FILE": str(tmp_path / "none.env"),
+        "SQLITE_PATH": str(tmp_path / "warehouse.db"),
+        "STATE_DIR": str(tmp_path / "state"),
+        "FILE_SOURCE_DIR": str(data_dir),
+        "DATA_SOURCES": "file",
+        "BATCH_SIZE": "3",
+        "S3_BUCKET": "",
+    }
+    command = [sys.executable, "-m", "src.pipeline", "run", "--no-progress", "--symbols", ",".join(SYMBOLS)]
+    ranges = [("2024-01-02", "2024-03-28"), ("2024-04-01", str(END))]
+    runs = [
+        subprocess.Popen(
+            [*command, "--start", first, "--end", last],
+            cwd=PROJECT_ROOT,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
+        for first, last in ranges
+    ]
+    outputs = [run.communicate(timeout=120) for run in runs]
+    assert [run.returncode for run in runs] == [0, 0], [err.decode() for _, err in outputs]
+
+    reference = tmp_path / "reference.db"
+    subprocess.run(
+        [*command, "--start", "2024-01-02", "--end", str(END)],
+        cwd=PROJECT_ROOT,
+        env={**env, "SQLITE_PATH": str(reference), "STATE_DIR": str(tmp_path / "state-reference")},
+        check=True,
+        capture_output=True,
+    )
+    together, one_run = indicator_rows(tmp_path / "warehouse.db"), indicator_rows(reference)
+    differing = [row for row, expected in zip(together, one_run, strict=True) if row != pytest.approx(expected)]
+    assert differing == [], f"{len(differing)} of {len(one_run)} indicator rows differ from one full run"
