@@ -30,6 +30,7 @@ from __future__ import annotations
 import functools
 import json
 import logging
+import sqlite3
 import sys
 import time
 import uuid
@@ -40,6 +41,7 @@ import boto3
 import pandas as pd
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
+from google.api_core.exceptions import GoogleAPIError
 from tqdm import tqdm
 
 from src.background import prepare_ahead, prepare_in_turn
@@ -61,12 +63,16 @@ from src.storage.s3_handler import (
     read_raw_reply,
     write_processed_frame,
 )
+from src.stop_signals import RunInterrupted, watch_stop_signals
 from src.storage.warehouse import Warehouse, open_warehouse
 from src.transformation.indicators_vectorised import LOOKBACK_ROWS
 from src.transformation.transform import QUARANTINE_COLUMNS, transform_prices
 from src.transformation.warehouse_rows import build_warehouse_rows
 
 logger = logging.getLogger(__name__)
+
+# The errors that mean "the warehouse could not be opened or written", for either backend.
+WAREHOUSE_ERRORS = (sqlite3.Error, OSError, ConfigurationError, GoogleAPIError)
 
 # The one wording of "fetched, but nothing loaded" (the CLI and the DAG say the same).
 NO_VALID_ROWS = "no valid rows from {source} (all quarantined or none in range)"
@@ -145,9 +151,13 @@ class RunSummary:
     ended_at: str = ""
     elapsed_seconds: float = 0.0
     error: str = ""
+    interrupted_by: str = ""  # 'SIGINT' or 'SIGTERM' when a stop signal ended the run (src/stop_signals.py)
 
     @property
     def status(self) -> str:
+        """interrupted (a stop signal came; it wins over any error it caused), failed, partial or success."""
+        if self.interrupted_by:
+            return "interrupted"
         if self.error or not self.loaded:
             return "failed"
         return "partial" if self.failed else "success"
@@ -184,8 +194,16 @@ class RunSummary:
             "rows_quarantined": self.rows_quarantined,
             "rows_by_source": self.rows_by_source,
             "duration_seconds": round(self.elapsed_seconds, 3),
-            "error": self.error or None,
+            "error": self.describe_error() or None,
         }
+
+    def describe_error(self) -> str:
+        """What stopped the run: 'interrupted by SIGINT (...)', the error, or '' for a run that ran to its end."""
+        if not self.interrupted_by:
+            return self.error
+        stopped = f"interrupted by {self.interrupted_by} after {len(self.loaded)} of {len(self.symbols_requested)} symbols"
+        stopped += "; rerun the same dates to load the rest"
+        return f"{stopped}; {self.error}" if self.error else stopped
 
 
 class PipelineRunFailed(Exception):
@@ -261,12 +279,17 @@ def make_batches(symbols: list[str], batch_size: int) -> list[list[str]]:
 def start_run(run_id: str, logical_date: date, symbols: list[str], settings: Settings) -> RunSummary:
     """Record a `running` row in pipeline_runs and return the run's (empty) summary."""
     summary = RunSummary(run_id=run_id, logical_date=logical_date, symbols_requested=symbols, started_at=utc_now_iso())
+    record_run_start(summary, settings)
+    return summary
+
+
+def record_run_start(summary: RunSummary, settings: Settings) -> None:
+    """Write the run's `running` row to pipeline_runs (`finish_run` overwrites it at the end)."""
     warehouse = open_warehouse(settings)
     try:
         warehouse.record_run(summary.as_run_record())
     finally:
         warehouse.close()
-    return summary
 
 
 # --- Extract ------------------------------------------------------------------------------------
@@ -551,24 +574,42 @@ def finish_run(summary: RunSummary, settings: Settings, *, alert: bool) -> dict:
             passes False: its failed finish_run task sends the one alert.
 
     Returns:
-        The pipeline_runs row that was written.
+        The pipeline_runs row (written, unless the warehouse could not be written: then the
+        CLI's alert and log say so, and an Airflow run raises).
+
+    Raises:
+        sqlite3.Error, OSError, ...: (alert=False only) the row could not be written.
     """
     summary.ended_at = utc_now_iso()
     if not summary.elapsed_seconds:
         began = datetime.fromisoformat(summary.started_at)
         summary.elapsed_seconds = (datetime.now(UTC) - began).total_seconds()
     record = summary.as_run_record()
-    warehouse = open_warehouse(settings)
+    lag_sessions = None
     try:
-        warehouse.record_run(record)
-        # Freshness is measured against the clock on purpose: how far behind is the warehouse
-        # now, at the end of this run (the CloudWatch alarm watches it).
-        freshness = check_freshness(warehouse, latest_completed_session(), symbols=summary.symbols_requested)
-    finally:
-        warehouse.close()
+        warehouse = open_warehouse(settings)
+        try:
+            warehouse.record_run(record)
+            # Freshness is measured against the clock on purpose: how far behind is the warehouse
+            # now, at the end of this run (the CloudWatch alarm watches it).
+            freshness = check_freshness(warehouse, latest_completed_session(), symbols=summary.symbols_requested)
+            lag_sessions = freshness.figures.get("lag_sessions")
+        finally:
+            warehouse.close()
+    except WAREHOUSE_ERRORS as exc:
+        # The warehouse cannot be written (disk full, locked past the busy timeout, SQLITE_PATH
+        # unusable): the run's end is not in pipeline_runs, so the log and the alert must say so.
+        not_recorded = redact(f"{type(exc).__name__}: {exc}", settings.secrets())
+        logger.error(
+            "run %s ended %s but could NOT be recorded in pipeline_runs: %s", summary.run_id, summary.status, not_recorded
+        )
+        if not alert:
+            raise  # an Airflow task: it fails, and its failure alert says why
+        send_run_alert(record, settings, not_recorded=not_recorded)
+        return record
     # Metrics go to CloudWatch when the run uses AWS (S3_BUCKET set: the DAG always).
     if settings.s3_bucket:
-        publish_run_metrics(record, settings, freshness_lag_days=freshness.figures.get("lag_sessions"))
+        publish_run_metrics(record, settings, freshness_lag_days=lag_sessions)
     if alert:
         send_run_alert(record, settings)
     return record
@@ -671,8 +712,10 @@ def run_pipeline(
             closed by then are not loaded (`closed_end`).
 
     Returns:
-        The run's `RunSummary` (also stored in `pipeline_runs`); a partial or failed run is
-        alerted on Slack.
+        The run's `RunSummary` (also stored in `pipeline_runs`); a partial, failed or
+        interrupted run is alerted on Slack. SIGINT/SIGTERM during the run end it cleanly:
+        the summary's status is then `interrupted` (`interrupted_by` names the signal) and
+        counts the batches loaded before it; the background worker is stopped.
 
     Raises:
         ConfigurationError: a setting is wrong (the run is recorded as failed first when possible).
@@ -682,30 +725,52 @@ def run_pipeline(
         require_alpha_vantage_key(settings)
     end = closed_end(start, end, now)
     began = time.monotonic()
-    summary = start_run(run_id or f"cli-{end.isoformat()}-{uuid.uuid4().hex[:8]}", end, list(symbols), settings)
-    warehouse = open_warehouse(settings)
-    try:
-        batches = list(enumerate(make_batches(symbols, settings.batch_size)))
-        prepare = functools.partial(prepare_batch, start=start, end=end, settings=settings, sources=sources)
-        if settings.prepare_in_background and len(batches) > 1 and session is None:
-            prepared_batches = prepare_ahead(prepare, batches, settings)
-        else:
-            prepared_batches = prepare_in_turn(functools.partial(prepare, session=session), batches)
-        indexes_dropped = warehouse.backend_name == "sqlite" and sqlite_bulk_load.drop_trade_date_indexes(
-            warehouse.handle
-        )
-        with tqdm(total=len(symbols), unit="symbol", disable=not show_progress, file=sys.stderr) as progress:
-            for extracted, transformed in prepared_batches:
-                loaded = load_batch(transformed, summary.run_id, settings, warehouse)
-                summary.add_results([extracted], [loaded])
-                progress.update(len(extracted.symbols))
-        if indexes_dropped:
-            sqlite_bulk_load.build_trade_date_indexes(warehouse.handle)
-    except Exception as exc:
-        summary.error = redact(f"{type(exc).__name__}: {exc}", settings.secrets())
-        raise
-    finally:
-        warehouse.close()
-        summary.elapsed_seconds = time.monotonic() - began
-        finish_run(summary, settings, alert=True)
+    with watch_stop_signals() as stop:
+        run_id = run_id or f"cli-{end.isoformat()}-{uuid.uuid4().hex[:8]}"
+        summary = RunSummary(run_id=run_id, logical_date=end, symbols_requested=list(symbols), started_at=utc_now_iso())
+        warehouse = None
+        prepared_batches = prepare_in_turn(None, [])  # replaced by the real batches below
+        # How the run ends is decided in one place, whatever stops it (the end of the loop, an
+        # error, SIGINT/SIGTERM): the `finally` below always records it and alerts. A stop
+        # signal raises RunInterrupted at most once, and never after `stop.hold()`, so the
+        # recording itself is never cut short (src/stop_signals.py).
+        try:
+            record_run_start(summary, settings)
+            warehouse = open_warehouse(settings)
+            batches = list(enumerate(make_batches(symbols, settings.batch_size)))
+            prepare = functools.partial(prepare_batch, start=start, end=end, settings=settings, sources=sources)
+            if settings.prepare_in_background and len(batches) > 1 and session is None:
+                prepared_batches = prepare_ahead(prepare, batches, settings)
+            else:
+                prepared_batches = prepare_in_turn(functools.partial(prepare, session=session), batches)
+            indexes_dropped = warehouse.backend_name == "sqlite" and sqlite_bulk_load.drop_trade_date_indexes(
+                warehouse.handle
+            )
+            with tqdm(total=len(symbols), unit="symbol", disable=not show_progress, file=sys.stderr) as progress:
+                for extracted, transformed in prepared_batches:
+                    # A signal waits for the batch's load AND its counting, so the counts
+                    # recorded are exactly the rows written (the load is one transaction).
+                    with stop.deferred():
+                        loaded = load_batch(transformed, summary.run_id, settings, warehouse)
+                        summary.add_results([extracted], [loaded])
+                        progress.update(len(extracted.symbols))
+            if indexes_dropped:
+                sqlite_bulk_load.build_trade_date_indexes(warehouse.handle)
+            stop.hold()
+        except RunInterrupted:
+            pass  # recorded below as `interrupted`; the CLI exits 130 / 143
+        except Exception as exc:
+            stop.hold()
+            summary.error = redact(f"{type(exc).__name__}: {exc}", settings.secrets())
+            raise
+        finally:
+            stop.hold()
+            summary.interrupted_by = stop.signal_name
+            prepared_batches.close()  # stops the background worker, if any (background.stop_worker)
+            if warehouse is not None:
+                warehouse.close()
+            summary.elapsed_seconds = time.monotonic() - began
+            finish_run(summary, settings, alert=True)
+    if summary.interrupted_by:
+        logger.warning("run %s %s", summary.run_id, summary.describe_error())
     return summary
