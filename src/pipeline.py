@@ -24,7 +24,7 @@ import signal
 import sys
 from datetime import date
 
-from src.config import ConfigurationError, configure_logging, load_settings, redact
+from src.config import ConfigurationError, StateDirFullError, configure_logging, load_settings, redact
 from src.ingestion.symbols import InvalidSymbolInputError
 from src.stop_signals import RunInterrupted, watch_stop_signals
 
@@ -140,7 +140,7 @@ def _run_command(argv: list[str] | None) -> int:
     except (InvalidSymbolInputError, ConfigurationError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
-    except (S3StorageError, WarehouseLockedError, WarehouseFullError, BackgroundWorkerError) as exc:
+    except (S3StorageError, WarehouseLockedError, WarehouseFullError, StateDirFullError, BackgroundWorkerError) as exc:
         # Infrastructure that is down, busy or full: the run is recorded as failed (when the
         # warehouse can be written) and alerted; the message says what to do. Rerunning the
         # same dates is safe.
@@ -150,7 +150,8 @@ def _run_command(argv: list[str] | None) -> int:
         if exc.errno not in STOPPING_OS_ERRORS:
             raise
         # A file the run must write (STATE_DIR, the landing folder) on a full or read-only disk.
-        print(f"error: the run stopped: cannot write {exc.filename}: {exc.strerror}. {FULL_DISK_ADVICE}", file=sys.stderr)
+        where = exc.filename or "a file of the run (STATE_DIR, SQLITE_PATH)"
+        print(f"error: the run stopped: cannot write {where}: {exc.strerror}. {FULL_DISK_ADVICE}", file=sys.stderr)
         return EXIT_SOME_FAILED
     print(format_summary(summary))
     if summary.status == "interrupted":

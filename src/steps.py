@@ -45,7 +45,7 @@ from google.api_core.exceptions import GoogleAPIError
 from tqdm import tqdm
 
 from src.background import prepare_ahead, prepare_in_turn
-from src.config import ConfigurationError, Settings, redact, require_alpha_vantage_key
+from src.config import ConfigurationError, Settings, redact, require_alpha_vantage_key, require_writable_state_dir
 from src.ingestion.fetch_result import FetchResult
 from src.ingestion.raw_replies import prices_from_raw_reply
 from src.ingestion.sources import fetch_batch
@@ -736,6 +736,7 @@ def run_pipeline(
         # recording itself is never cut short (src/stop_signals.py).
         try:
             record_run_start(summary, settings)
+            require_writable_state_dir(settings)
             warehouse = open_warehouse(settings)
             batches = list(enumerate(make_batches(symbols, settings.batch_size)))
             prepare = functools.partial(prepare_batch, start=start, end=end, settings=settings, sources=sources)
