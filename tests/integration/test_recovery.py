@@ -330,3 +330,35 @@ def test_a_signal_while_the_first_batch_is_fetched_records_an_interrupted_run_wi
     assert "Traceback" not in err
     run = last_run(env["SQLITE_PATH"])
     assert (run["status"], run["rows_loaded"], run["symbols_loaded"]) == ("interrupted", 0, 0)
+
+
+def test_a_killed_background_worker_stops_the_run_with_one_line_and_a_rerun_completes(
+    tmp_path, slow_mock, uninterrupted
+):
+    """Issue 19 case 10: the worker killed (OOM killer, kill -9) used to end in a BrokenProcessPool traceback."""
+    env = pipeline_env(tmp_path, "worker-killed", slow_mock.base_url)
+    slow_mock.reset_counters()
+    process = start_run(env)
+    deadline = time.monotonic() + 60
+    while slow_mock.stats()["total_requests"] < 1:  # the worker is fetching batch 1
+        assert process.poll() is None and time.monotonic() < deadline
+        time.sleep(0.01)
+    # The pool's worker (not multiprocessing's resource tracker, the other child).
+    [worker] = [
+        child
+        for child in psutil.Process(process.pid).children(recursive=True)
+        if "spawn_main" in " ".join(child.cmdline()) and "resource_tracker" not in " ".join(child.cmdline())
+    ]
+    worker.kill()
+    _, err = process.communicate(timeout=60)
+
+    assert process.returncode == 1, err.decode()
+    assert b"Traceback" not in err
+    [line] = [text for text in err.decode().splitlines() if text.startswith("error:")]
+    assert "the background worker process that prepares batch 1 of 3 died" in line
+    assert "PREPARE_IN_BACKGROUND=false" in line
+    run = last_run(env["SQLITE_PATH"])
+    assert run["status"] == "failed" and run["error"].startswith("BackgroundWorkerError")
+
+    run_to_end(env)
+    assert warehouse_contents(Path(env["SQLITE_PATH"])) == uninterrupted
