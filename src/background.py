@@ -80,11 +80,13 @@ def stop_worker(pool: ProcessPoolExecutor) -> None:
     before are reused). Python 3.11 has no public way to reach the worker processes
     (3.14 adds `terminate_workers`), hence `_processes`.
     """
+    workers = list((pool._processes or {}).values())  # read first: shutdown() forgets them
     pool.shutdown(wait=False, cancel_futures=True)
-    for process in list((pool._processes or {}).values()):
+    for process in workers:
         if process.is_alive():
             process.kill()
-    pool.shutdown(wait=True)
+    for process in workers:
+        process.join(timeout=10)
 
 
 def prepare_ahead(prepare: Callable, batches: list, settings: Settings) -> Iterator:
