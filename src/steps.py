@@ -74,6 +74,9 @@ logger = logging.getLogger(__name__)
 # The errors that mean "the warehouse could not be opened or written", for either backend.
 WAREHOUSE_ERRORS = (sqlite3.Error, OSError, ConfigurationError, GoogleAPIError)
 
+# A DAG batch whose tasks ended without a result (failed, or stopped by SIGTERM).
+BATCH_DID_NOT_FINISH = "its batch did not finish (a batch task failed or was interrupted; see that task's log and alert)"
+
 # The one wording of "fetched, but nothing loaded" (the CLI and the DAG say the same).
 NO_VALID_ROWS = "no valid rows from {source} (all quarantined or none in range)"
 
@@ -626,6 +629,9 @@ def finish_task_run(
 ) -> dict:
     """The DAG's finish: the run's summary from its batch tasks' results (XComs), then `finish_run`.
 
+    It runs even when batch tasks failed or were interrupted (trigger_rule all_done): the
+    symbols of a batch that left no result are recorded as failed (BATCH_DID_NOT_FINISH).
+
     Raises:
         PipelineRunFailed: after recording, when any symbol failed: the task fails so Airflow
             alerts and the run never shows green with missing symbols.
@@ -637,6 +643,11 @@ def finish_task_run(
     summary.add_results(
         [Extracted(**result) for result in extract_results], [Loaded(**result) for result in load_results]
     )
+    # A batch task that failed or was interrupted (the task runs with trigger_rule all_done)
+    # left no result: its symbols are failed, never silently missing from the counts.
+    for symbol in symbols:
+        if symbol not in summary.loaded and symbol not in summary.failed:
+            summary.failed[symbol] = BATCH_DID_NOT_FINISH
     record = finish_run(summary, settings, alert=False)
     if summary.failed:
         raise PipelineRunFailed(

@@ -336,3 +336,29 @@ def test_a_batch_that_fails_after_its_prices_are_written_leaves_nothing_and_coun
     conn = sqlite3.connect(env)
     assert conn.execute("SELECT DISTINCT symbol FROM fact_daily_prices").fetchall() == [("IBM",)]
     assert conn.execute("SELECT status FROM pipeline_runs").fetchone() == ("failed",)
+
+
+def test_the_dags_finish_records_a_batch_whose_tasks_never_finished_as_failed(env):
+    """An interrupted (SIGTERM) or failed batch task leaves no results: finish_task_run records
+    its symbols as failed, names why, and fails the task (its alert) instead of `running` forever."""
+    from datetime import date
+
+    from src.config import load_settings
+
+    settings = load_settings()
+    run = steps.start_run("dag-run-1", date(2012, 1, 31), ["IBM", "MSFT"], settings)
+    extracted = steps.Extracted(symbols=["IBM"], fetched={"IBM": "file"}, failed={})
+    loaded = steps.Loaded(symbols_loaded=["IBM"], rows_loaded=20, rows_quarantined=0, rows_by_source={"file": 20})
+
+    with pytest.raises(steps.PipelineRunFailed, match="MSFT: its batch did not finish"):
+        steps.finish_task_run(
+            "dag-run-1",
+            date(2012, 1, 31),
+            ["IBM", "MSFT"],
+            run.started_at,
+            [extracted.to_xcom()],  # the MSFT batch's extract and load tasks left nothing
+            [loaded.to_xcom()],
+            settings,
+        )
+    status, failed = sqlite3.connect(env).execute("SELECT status, failed_symbols FROM pipeline_runs").fetchone()
+    assert status == "partial" and "MSFT" in failed and "did not finish" in failed
