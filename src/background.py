@@ -27,6 +27,7 @@ import signal
 import sys
 from collections.abc import Callable, Iterator
 from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 
 from src.config import Settings, configure_logging
 
@@ -51,6 +52,12 @@ def start_worker(settings: Settings) -> None:
     the worker just finishes its current batch and exits.
     """
     configure_logging(settings)
+    # Ctrl-C in a terminal and `docker stop` signal the whole process group, this worker too.
+    # The CLI decides how the run ends (it records it `interrupted`) and then kills this
+    # worker itself (`stop_worker`); a worker that died of the signal on its own would turn
+    # the clean stop into a "worker died" failure.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     if sys.platform == "linux":
         parent = os.getppid()
         libc = ctypes.CDLL(None, use_errno=True)
@@ -59,12 +66,39 @@ def start_worker(settings: Settings) -> None:
             os._exit(1)
 
 
+class BackgroundWorkerError(Exception):
+    """The background worker process stopped without finishing its batch (killed, out of memory)."""
+
+
+def stop_worker(pool: ProcessPoolExecutor) -> None:
+    """Stop the pool's worker now and wait until it is gone: no worker outlives the run.
+
+    `shutdown(wait=False)` alone would let a worker that is busy finish its batch (fetching,
+    spending API quota) after the run has ended, and Python then waits for it at exit. So a
+    worker still running is killed (SIGKILL: it ignores SIGINT and SIGTERM, see start_worker);
+    what it had half done is redone by the next run, as after any crash (replies landed
+    before are reused). Python 3.11 has no public way to reach the worker processes
+    (3.14 adds `terminate_workers`), hence `_processes`.
+    """
+    workers = list((pool._processes or {}).values())  # read first: shutdown() forgets them
+    pool.shutdown(wait=False, cancel_futures=True)
+    for process in workers:
+        if process.is_alive():
+            process.kill()
+    for process in workers:
+        process.join(timeout=10)
+
+
 def prepare_ahead(prepare: Callable, batches: list, settings: Settings) -> Iterator:
     """Yield `prepare(batch)` for each batch, in order, each one computed ahead in a worker process.
 
     While the caller works on batch i, the worker prepares batch i+1. The worker's exceptions
-    are raised here, at the batch that failed. Closing the generator early (the caller failed)
-    stops the worker without waiting for it.
+    are raised here, at the batch that failed. Closing the generator early (the caller failed
+    or was interrupted) kills the worker (`stop_worker`).
+
+    Raises:
+        BackgroundWorkerError: the worker process died (killed, out of memory); the message
+            says what to do.
 
     Args:
         prepare: a module-level function taking one batch (see the module docstring).
@@ -78,10 +112,17 @@ def prepare_ahead(prepare: Callable, batches: list, settings: Settings) -> Itera
     try:
         pending = pool.submit(prepare, batches[0])
         for index in range(len(batches)):
-            prepared = pending.result()  # re-raises the worker's exception, if any
+            try:
+                prepared = pending.result()  # re-raises the worker's exception, if any
+            except BrokenProcessPool as exc:
+                raise BackgroundWorkerError(
+                    f"the background worker process that prepares batch {index + 1} of {len(batches)} died "
+                    "(killed, or out of memory). Rerun the same dates (loaded batches are kept); "
+                    "set PREPARE_IN_BACKGROUND=false to prepare every batch in the CLI's own process."
+                ) from exc
             if index + 1 < len(batches):
                 # Start the next batch before handing this one over, so both cores work.
                 pending = pool.submit(prepare, batches[index + 1])
             yield prepared
     finally:
-        pool.shutdown(wait=False, cancel_futures=True)
+        stop_worker(pool)

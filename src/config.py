@@ -19,6 +19,7 @@ Example:
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import re
@@ -296,6 +297,47 @@ def require_alpha_vantage_key(settings: Settings) -> str:
             "or drop alpha_vantage from DATA_SOURCES (e.g. DATA_SOURCES=yahoo)."
         )
     return settings.alpha_vantage_api_key
+
+
+class StateDirFullError(Exception):
+    """STATE_DIR is on a disk with no space left (a runtime fault: free space and rerun)."""
+
+
+# The probe `require_writable_state_dir` writes: a landed reply or the quota file is about this big.
+STATE_DIR_PROBE_BYTES = 64 * 1024
+
+
+def require_writable_state_dir(settings: Settings) -> Path:
+    """Check that STATE_DIR is a folder the run can write, before any API quota is spent.
+
+    The run keeps its landed replies and the API quota there; finding out at the first
+    reply (after the request was paid for) would spend quota and stop with a traceback.
+
+    Returns:
+        The folder (created when missing).
+
+    Raises:
+        ConfigurationError: STATE_DIR is a regular file, cannot be created, or is read-only.
+        StateDirFullError: the disk under STATE_DIR is full.
+    """
+    folder = Path(settings.state_dir)
+    advice = "set STATE_DIR to a writable folder (it is created if missing)"
+    if folder.exists() and not folder.is_dir():
+        raise ConfigurationError(f"STATE_DIR={folder} is a regular file, not a folder: {advice}")
+    probe = folder / f".write-test-{os.getpid()}"
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with open(probe, "wb", buffering=0) as handle:
+            handle.write(b"\0" * STATE_DIR_PROBE_BYTES)
+    except OSError as exc:
+        if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            raise StateDirFullError(
+                f"STATE_DIR={folder} is on a full disk ({exc.strerror}): free space there (or point STATE_DIR "
+                "at a bigger disk) and rerun the same dates"
+            ) from exc
+        raise ConfigurationError(f"STATE_DIR={folder} cannot be written ({exc.strerror}): {advice}") from exc
+    probe.unlink()
+    return folder
 
 
 # Request parameters whose values are secret (compared case-insensitively): redacted wherever

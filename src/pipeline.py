@@ -9,21 +9,43 @@ Symbols are processed in batches of `BATCH_SIZE`, so memory stays bounded howeve
 symbols there are; each batch is loaded in one warehouse transaction. The work itself is
 `src/steps.py`: the same steps the Airflow DAG's tasks call.
 
-Exit codes: 0 every symbol loaded, 1 some symbols failed, 2 bad arguments or configuration.
+Exit codes: 0 every symbol loaded; 1 some symbols failed, or the run stopped at runtime (a
+full disk, a locked warehouse, S3 down, the background worker killed); 2 bad arguments or
+configuration (including an unusable SQLITE_PATH or STATE_DIR); 130 stopped by SIGINT
+(Ctrl-C), 143 stopped by SIGTERM: the run is recorded `interrupted` with what it loaded, and a
+rerun of the same dates completes it.
 """
 
 from __future__ import annotations
 
 import argparse
+import errno
+import signal
 import sys
 from datetime import date
 
-from src.config import ConfigurationError, configure_logging, load_settings, redact
+from src.config import ConfigurationError, StateDirFullError, configure_logging, load_settings, redact
 from src.ingestion.symbols import InvalidSymbolInputError
+from src.stop_signals import RunInterrupted, watch_stop_signals
 
 EXIT_OK = 0
 EXIT_SOME_FAILED = 1
 EXIT_BAD_INPUT = 2
+# Stopped by a signal: 128 + its number, as shells report it (src/stop_signals.py).
+EXIT_SIGINT = 128 + signal.SIGINT  # 130
+EXIT_SIGTERM = 128 + signal.SIGTERM  # 143
+
+EXIT_CODES_HELP = """exit codes:
+  0    every symbol loaded
+  1    some symbols failed, or the run stopped at runtime (disk full, warehouse locked,
+       S3 down, background worker killed); the run is recorded and alerted
+  2    bad arguments or configuration (e.g. SQLITE_PATH or STATE_DIR unusable)
+  130  stopped by SIGINT (Ctrl-C); 143 stopped by SIGTERM: recorded `interrupted`
+       with what was loaded; rerun the same dates to complete it"""
+
+# OSError numbers that mean "the disk cannot take the run's files": a message, not a traceback.
+STOPPING_OS_ERRORS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM)
+FULL_DISK_ADVICE = "Free space (or make the folder writable) and rerun the same dates; loaded batches are kept."
 
 
 def format_summary(summary) -> str:
@@ -53,7 +75,12 @@ def _parse_date(text: str) -> date:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m src.pipeline", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m src.pipeline",
+        description=__doc__.split("\n")[0],
+        epilog=EXIT_CODES_HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     commands = parser.add_subparsers(dest="command", required=True)
     run = commands.add_parser("run", help="fetch, transform and load prices for a date range")
     run.add_argument("--symbols", help="comma-separated symbols (default: SYMBOLS from the settings)")
@@ -72,14 +99,29 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     """CLI entry point; returns the exit code."""
+    # Watched from the very start, so SIGTERM during the slow imports below also ends with
+    # a message and exit 143 instead of a silent death (src/stop_signals.py).
+    with watch_stop_signals():
+        try:
+            return _run_command(argv)
+        except RunInterrupted as exc:
+            # Only before the run is recorded: once it is, run_pipeline records it interrupted.
+            print(f"error: {exc} before the run started; nothing was loaded", file=sys.stderr)
+            return exc.exit_code
+
+
+def _run_command(argv: list[str] | None) -> int:
+    """Parse the arguments, run the pipeline, print its summary; the exit code (see the module docstring)."""
     parser = build_parser()
     args = parser.parse_args(argv)
     # Imported here, after the arguments are parsed: the steps pull in pandas, boto3 and the
     # rest of the pipeline (seconds on a busy machine), which `--help` and a typo never need.
     from src import steps
+    from src.background import BackgroundWorkerError
     from src.storage.s3_handler import S3StorageError
-    from src.storage.sqlite_warehouse import WarehouseLockedError
+    from src.storage.sqlite_warehouse import WarehouseFullError, WarehouseLockedError
 
+    settings = None
     try:
         overrides = {"FILE_SOURCE_DIR": args.data_dir} if args.data_dir else None
         settings = load_settings(overrides=overrides)
@@ -98,12 +140,23 @@ def main(argv: list[str] | None = None) -> int:
     except (InvalidSymbolInputError, ConfigurationError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
-    except (S3StorageError, WarehouseLockedError) as exc:
-        # Infrastructure that is down or busy: the run is recorded as failed and alerted;
-        # the message says what to do. Rerunning the same dates is safe.
+    except (S3StorageError, WarehouseLockedError, WarehouseFullError, StateDirFullError, BackgroundWorkerError) as exc:
+        # Infrastructure that is down, busy or full: the run is recorded as failed (when the
+        # warehouse can be written) and alerted; the message says what to do. Rerunning the
+        # same dates is safe.
         print(f"error: the run stopped: {redact(exc, settings.secrets())}", file=sys.stderr)
         return EXIT_SOME_FAILED
+    except OSError as exc:
+        if exc.errno not in STOPPING_OS_ERRORS:
+            raise
+        # A file the run must write (STATE_DIR, the landing folder) on a full or read-only disk.
+        where = exc.filename or "a file of the run (STATE_DIR, SQLITE_PATH)"
+        print(f"error: the run stopped: cannot write {where}: {exc.strerror}. {FULL_DISK_ADVICE}", file=sys.stderr)
+        return EXIT_SOME_FAILED
     print(format_summary(summary))
+    if summary.status == "interrupted":
+        print(f"error: run {summary.run_id} {summary.describe_error()}", file=sys.stderr)
+        return 128 + signal.Signals[summary.interrupted_by].value
     return EXIT_OK if summary.status == "success" else EXIT_SOME_FAILED
 
 

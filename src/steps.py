@@ -30,6 +30,7 @@ from __future__ import annotations
 import functools
 import json
 import logging
+import sqlite3
 import sys
 import time
 import uuid
@@ -40,10 +41,11 @@ import boto3
 import pandas as pd
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
+from google.api_core.exceptions import GoogleAPIError
 from tqdm import tqdm
 
 from src.background import prepare_ahead, prepare_in_turn
-from src.config import ConfigurationError, Settings, redact, require_alpha_vantage_key
+from src.config import ConfigurationError, Settings, redact, require_alpha_vantage_key, require_writable_state_dir
 from src.ingestion.fetch_result import FetchResult
 from src.ingestion.raw_replies import prices_from_raw_reply
 from src.ingestion.sources import fetch_batch
@@ -61,12 +63,19 @@ from src.storage.s3_handler import (
     read_raw_reply,
     write_processed_frame,
 )
+from src.stop_signals import RunInterrupted, watch_stop_signals
 from src.storage.warehouse import Warehouse, open_warehouse
 from src.transformation.indicators_vectorised import LOOKBACK_ROWS
 from src.transformation.transform import QUARANTINE_COLUMNS, transform_prices
 from src.transformation.warehouse_rows import build_warehouse_rows
 
 logger = logging.getLogger(__name__)
+
+# The errors that mean "the warehouse could not be opened or written", for either backend.
+WAREHOUSE_ERRORS = (sqlite3.Error, OSError, ConfigurationError, GoogleAPIError)
+
+# A DAG batch whose tasks ended without a result (failed, or stopped by SIGTERM).
+BATCH_DID_NOT_FINISH = "its batch did not finish (a batch task failed or was interrupted; see that task's log and alert)"
 
 # The one wording of "fetched, but nothing loaded" (the CLI and the DAG say the same).
 NO_VALID_ROWS = "no valid rows from {source} (all quarantined or none in range)"
@@ -145,9 +154,13 @@ class RunSummary:
     ended_at: str = ""
     elapsed_seconds: float = 0.0
     error: str = ""
+    interrupted_by: str = ""  # 'SIGINT' or 'SIGTERM' when a stop signal ended the run (src/stop_signals.py)
 
     @property
     def status(self) -> str:
+        """interrupted (a stop signal came; it wins over any error it caused), failed, partial or success."""
+        if self.interrupted_by:
+            return "interrupted"
         if self.error or not self.loaded:
             return "failed"
         return "partial" if self.failed else "success"
@@ -184,8 +197,16 @@ class RunSummary:
             "rows_quarantined": self.rows_quarantined,
             "rows_by_source": self.rows_by_source,
             "duration_seconds": round(self.elapsed_seconds, 3),
-            "error": self.error or None,
+            "error": self.describe_error() or None,
         }
+
+    def describe_error(self) -> str:
+        """What stopped the run: 'interrupted by SIGINT (...)', the error, or '' for a run that ran to its end."""
+        if not self.interrupted_by:
+            return self.error
+        stopped = f"interrupted by {self.interrupted_by} after {len(self.loaded)} of {len(self.symbols_requested)} symbols"
+        stopped += "; rerun the same dates to load the rest"
+        return f"{stopped}; {self.error}" if self.error else stopped
 
 
 class PipelineRunFailed(Exception):
@@ -261,12 +282,17 @@ def make_batches(symbols: list[str], batch_size: int) -> list[list[str]]:
 def start_run(run_id: str, logical_date: date, symbols: list[str], settings: Settings) -> RunSummary:
     """Record a `running` row in pipeline_runs and return the run's (empty) summary."""
     summary = RunSummary(run_id=run_id, logical_date=logical_date, symbols_requested=symbols, started_at=utc_now_iso())
+    record_run_start(summary, settings)
+    return summary
+
+
+def record_run_start(summary: RunSummary, settings: Settings) -> None:
+    """Write the run's `running` row to pipeline_runs (`finish_run` overwrites it at the end)."""
     warehouse = open_warehouse(settings)
     try:
         warehouse.record_run(summary.as_run_record())
     finally:
         warehouse.close()
-    return summary
 
 
 # --- Extract ------------------------------------------------------------------------------------
@@ -487,8 +513,10 @@ def load_prices(
     """Write clean prices to the warehouse: prices, indicators, weekly/monthly bars, quarantine, dimensions.
 
     Reads the stored lookback of the symbols once, computes the new rows from it
-    (transformation/warehouse_rows.py) and writes every table in one `load_batch` call (one
-    transaction in SQLite: a crash never leaves half a batch).
+    (transformation/warehouse_rows.py) and writes every table, all inside one
+    `Warehouse.load_transaction` (in SQLite one transaction that holds the write lock from
+    the read on: a crash never leaves half a batch, and a concurrent load never computes its
+    indicators from a history another load is still writing).
 
     Args:
         warehouse: the open warehouse.
@@ -499,16 +527,20 @@ def load_prices(
         max_gap_sessions: holes longer than this restart the indicators (MAX_GAP_SESSIONS).
     """
     symbols = sorted(clean["symbol"].unique().tolist()) if not clean.empty else []
-    stored = pd.DataFrame(columns=["symbol", "trade_date"])
-    if symbols:
-        stored = warehouse.read_lookback(symbols, before=clean["trade_date"].min(), rows=LOOKBACK_ROWS)
-    frames = build_warehouse_rows(clean, quarantine, stored, run_id, loaded_at or utc_now_iso(), max_gap_sessions)
-    if frames:
-        written = warehouse.load_batch(frames)
-        logger.info("load: run %s wrote %s", run_id, written)
-    if symbols:
-        warehouse.ensure_dim_date(clean["trade_date"].min(), clean["trade_date"].max())
-        warehouse.refresh_dim_symbol(symbols, clean.groupby("symbol")["source"].last().to_dict())
+    # One transaction from the look-back read to the last write (Warehouse.load_transaction):
+    # a concurrent run's rows are either all seen by the read or written after this commit,
+    # and a failure anywhere leaves none of the batch, so the counts returned are the rows written.
+    with warehouse.load_transaction():
+        stored = pd.DataFrame(columns=["symbol", "trade_date"])
+        if symbols:
+            stored = warehouse.read_lookback(symbols, before=clean["trade_date"].min(), rows=LOOKBACK_ROWS)
+        frames = build_warehouse_rows(clean, quarantine, stored, run_id, loaded_at or utc_now_iso(), max_gap_sessions)
+        if frames:
+            written = warehouse.load_batch(frames)
+            logger.info("load: run %s wrote %s", run_id, written)
+        if symbols:
+            warehouse.ensure_dim_date(clean["trade_date"].min(), clean["trade_date"].max())
+            warehouse.refresh_dim_symbol(symbols, clean.groupby("symbol")["source"].last().to_dict())
     by_source = {str(source): int(rows) for source, rows in clean.groupby("source").size().items()}
     return Loaded(
         symbols_loaded=symbols, rows_loaded=len(clean), rows_quarantined=len(quarantine), rows_by_source=by_source
@@ -545,24 +577,42 @@ def finish_run(summary: RunSummary, settings: Settings, *, alert: bool) -> dict:
             passes False: its failed finish_run task sends the one alert.
 
     Returns:
-        The pipeline_runs row that was written.
+        The pipeline_runs row (written, unless the warehouse could not be written: then the
+        CLI's alert and log say so, and an Airflow run raises).
+
+    Raises:
+        sqlite3.Error, OSError, ...: (alert=False only) the row could not be written.
     """
     summary.ended_at = utc_now_iso()
     if not summary.elapsed_seconds:
         began = datetime.fromisoformat(summary.started_at)
         summary.elapsed_seconds = (datetime.now(UTC) - began).total_seconds()
     record = summary.as_run_record()
-    warehouse = open_warehouse(settings)
+    lag_sessions = None
     try:
-        warehouse.record_run(record)
-        # Freshness is measured against the clock on purpose: how far behind is the warehouse
-        # now, at the end of this run (the CloudWatch alarm watches it).
-        freshness = check_freshness(warehouse, latest_completed_session(), symbols=summary.symbols_requested)
-    finally:
-        warehouse.close()
+        warehouse = open_warehouse(settings)
+        try:
+            warehouse.record_run(record)
+            # Freshness is measured against the clock on purpose: how far behind is the warehouse
+            # now, at the end of this run (the CloudWatch alarm watches it).
+            freshness = check_freshness(warehouse, latest_completed_session(), symbols=summary.symbols_requested)
+            lag_sessions = freshness.figures.get("lag_sessions")
+        finally:
+            warehouse.close()
+    except WAREHOUSE_ERRORS as exc:
+        # The warehouse cannot be written (disk full, locked past the busy timeout, SQLITE_PATH
+        # unusable): the run's end is not in pipeline_runs, so the log and the alert must say so.
+        not_recorded = redact(f"{type(exc).__name__}: {exc}", settings.secrets())
+        logger.error(
+            "run %s ended %s but could NOT be recorded in pipeline_runs: %s", summary.run_id, summary.status, not_recorded
+        )
+        if not alert:
+            raise  # an Airflow task: it fails, and its failure alert says why
+        send_run_alert(record, settings, not_recorded=not_recorded)
+        return record
     # Metrics go to CloudWatch when the run uses AWS (S3_BUCKET set: the DAG always).
     if settings.s3_bucket:
-        publish_run_metrics(record, settings, freshness_lag_days=freshness.figures.get("lag_sessions"))
+        publish_run_metrics(record, settings, freshness_lag_days=lag_sessions)
     if alert:
         send_run_alert(record, settings)
     return record
@@ -579,6 +629,9 @@ def finish_task_run(
 ) -> dict:
     """The DAG's finish: the run's summary from its batch tasks' results (XComs), then `finish_run`.
 
+    It runs even when batch tasks failed or were interrupted (trigger_rule all_done): the
+    symbols of a batch that left no result are recorded as failed (BATCH_DID_NOT_FINISH).
+
     Raises:
         PipelineRunFailed: after recording, when any symbol failed: the task fails so Airflow
             alerts and the run never shows green with missing symbols.
@@ -590,6 +643,11 @@ def finish_task_run(
     summary.add_results(
         [Extracted(**result) for result in extract_results], [Loaded(**result) for result in load_results]
     )
+    # A batch task that failed or was interrupted (the task runs with trigger_rule all_done)
+    # left no result: its symbols are failed, never silently missing from the counts.
+    for symbol in symbols:
+        if symbol not in summary.loaded and symbol not in summary.failed:
+            summary.failed[symbol] = BATCH_DID_NOT_FINISH
     record = finish_run(summary, settings, alert=False)
     if summary.failed:
         raise PipelineRunFailed(
@@ -665,8 +723,10 @@ def run_pipeline(
             closed by then are not loaded (`closed_end`).
 
     Returns:
-        The run's `RunSummary` (also stored in `pipeline_runs`); a partial or failed run is
-        alerted on Slack.
+        The run's `RunSummary` (also stored in `pipeline_runs`); a partial, failed or
+        interrupted run is alerted on Slack. SIGINT/SIGTERM during the run end it cleanly:
+        the summary's status is then `interrupted` (`interrupted_by` names the signal) and
+        counts the batches loaded before it; the background worker is stopped.
 
     Raises:
         ConfigurationError: a setting is wrong (the run is recorded as failed first when possible).
@@ -676,30 +736,53 @@ def run_pipeline(
         require_alpha_vantage_key(settings)
     end = closed_end(start, end, now)
     began = time.monotonic()
-    summary = start_run(run_id or f"cli-{end.isoformat()}-{uuid.uuid4().hex[:8]}", end, list(symbols), settings)
-    warehouse = open_warehouse(settings)
-    try:
-        batches = list(enumerate(make_batches(symbols, settings.batch_size)))
-        prepare = functools.partial(prepare_batch, start=start, end=end, settings=settings, sources=sources)
-        if settings.prepare_in_background and len(batches) > 1 and session is None:
-            prepared_batches = prepare_ahead(prepare, batches, settings)
-        else:
-            prepared_batches = prepare_in_turn(functools.partial(prepare, session=session), batches)
-        indexes_dropped = warehouse.backend_name == "sqlite" and sqlite_bulk_load.drop_trade_date_indexes(
-            warehouse.handle
-        )
-        with tqdm(total=len(symbols), unit="symbol", disable=not show_progress, file=sys.stderr) as progress:
-            for extracted, transformed in prepared_batches:
-                loaded = load_batch(transformed, summary.run_id, settings, warehouse)
-                summary.add_results([extracted], [loaded])
-                progress.update(len(extracted.symbols))
-        if indexes_dropped:
-            sqlite_bulk_load.build_trade_date_indexes(warehouse.handle)
-    except Exception as exc:
-        summary.error = redact(f"{type(exc).__name__}: {exc}", settings.secrets())
-        raise
-    finally:
-        warehouse.close()
-        summary.elapsed_seconds = time.monotonic() - began
-        finish_run(summary, settings, alert=True)
+    with watch_stop_signals() as stop:
+        run_id = run_id or f"cli-{end.isoformat()}-{uuid.uuid4().hex[:8]}"
+        summary = RunSummary(run_id=run_id, logical_date=end, symbols_requested=list(symbols), started_at=utc_now_iso())
+        warehouse = None
+        prepared_batches = prepare_in_turn(None, [])  # replaced by the real batches below
+        # How the run ends is decided in one place, whatever stops it (the end of the loop, an
+        # error, SIGINT/SIGTERM): the `finally` below always records it and alerts. A stop
+        # signal raises RunInterrupted at most once, and never after `stop.hold()`, so the
+        # recording itself is never cut short (src/stop_signals.py).
+        try:
+            record_run_start(summary, settings)
+            require_writable_state_dir(settings)
+            warehouse = open_warehouse(settings)
+            batches = list(enumerate(make_batches(symbols, settings.batch_size)))
+            prepare = functools.partial(prepare_batch, start=start, end=end, settings=settings, sources=sources)
+            if settings.prepare_in_background and len(batches) > 1 and session is None:
+                prepared_batches = prepare_ahead(prepare, batches, settings)
+            else:
+                prepared_batches = prepare_in_turn(functools.partial(prepare, session=session), batches)
+            indexes_dropped = warehouse.backend_name == "sqlite" and sqlite_bulk_load.drop_trade_date_indexes(
+                warehouse.handle
+            )
+            with tqdm(total=len(symbols), unit="symbol", disable=not show_progress, file=sys.stderr) as progress:
+                for extracted, transformed in prepared_batches:
+                    # A signal waits for the batch's load AND its counting, so the counts
+                    # recorded are exactly the rows written (the load is one transaction).
+                    with stop.deferred():
+                        loaded = load_batch(transformed, summary.run_id, settings, warehouse)
+                        summary.add_results([extracted], [loaded])
+                        progress.update(len(extracted.symbols))
+            if indexes_dropped:
+                sqlite_bulk_load.build_trade_date_indexes(warehouse.handle)
+            stop.hold()
+        except RunInterrupted:
+            pass  # recorded below as `interrupted`; the CLI exits 130 / 143
+        except Exception as exc:
+            stop.hold()
+            summary.error = redact(f"{type(exc).__name__}: {exc}", settings.secrets())
+            raise
+        finally:
+            stop.hold()
+            summary.interrupted_by = stop.signal_name
+            prepared_batches.close()  # stops the background worker, if any (background.stop_worker)
+            if warehouse is not None:
+                warehouse.close()
+            summary.elapsed_seconds = time.monotonic() - began
+            finish_run(summary, settings, alert=True)
+    if summary.interrupted_by:
+        logger.warning("run %s %s", summary.run_id, summary.describe_error())
     return summary

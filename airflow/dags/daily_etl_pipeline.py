@@ -210,7 +210,9 @@ def daily_etl_pipeline():
 
         return steps.load_batch(steps.Transformed(**transformed), run_id, load_settings()).to_xcom()
 
-    @task
+    # all_done: the run is recorded even when a batch task failed or was stopped (SIGTERM from
+    # a deploy or a worker shutdown); its symbols are then recorded as failed, never `running`.
+    @task(trigger_rule="all_done")
     def finish_run(symbols: list[str], run: dict, extract_results, load_results, run_id=None) -> dict:
         """Record the run's outcome and metrics; fails (and alerts) at once if any symbol failed."""
         from datetime import date

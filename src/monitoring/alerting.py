@@ -530,7 +530,7 @@ def send_data_quality_alert(
 # --- Pipeline runs ------------------------------------------------------------------------------
 
 
-def send_run_alert(run: dict, settings: Settings) -> bool:
+def send_run_alert(run: dict, settings: Settings, *, not_recorded: str = "") -> bool:
     """Send a Slack alert when a run is partial or failed; a successful run sends nothing.
 
     The CLI's runs use this (an Airflow run is alerted by its failed task instead). The alert
@@ -540,11 +540,13 @@ def send_run_alert(run: dict, settings: Settings) -> bool:
     Args:
         run: the run's `pipeline_runs` row (see `steps.RunSummary.as_run_record`).
         settings: loaded settings (SLACK_WEBHOOK_URL).
+        not_recorded: why the run could not be written to pipeline_runs (e.g. the disk is
+            full); then even a successful run is alerted, since no record shows it.
 
     Returns:
         True when Slack accepted the alert; False when nothing was sent or Slack failed.
     """
-    if run["status"] == "success":
+    if run["status"] == "success" and not not_recorded:
         return False
     lines = [
         f"Pipeline run {run['run_id']} for {run['logical_date']}: {str(run['status']).upper()}: "
@@ -553,6 +555,8 @@ def send_run_alert(run: dict, settings: Settings) -> bool:
     lines += [f"{symbol}: {reason}" for symbol, reason in sorted(run["failed_symbols"].items())]
     if run.get("error"):
         lines.append(f"Stopped by: {run['error']}")
+    if not_recorded:
+        lines.append(f"NOT recorded in pipeline_runs (the warehouse cannot be written): {not_recorded}")
     lines.append("Failed symbols are retried by running the same dates again; already loaded data is kept.")
     text = "\n".join(lines)
     blocks = [{"type": "section", "text": {"type": "mrkdwn", "text": text[:SECTION_LIMIT]}}]

@@ -29,6 +29,7 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import logging
@@ -233,6 +234,19 @@ def _add_missing_columns(wh: BigQueryWarehouse, table: Table, stored: bigquery.T
 
 
 # --- Writing: load job into staging, then MERGE ------------------------------------------------
+
+
+def load_transaction(wh: BigQueryWarehouse):
+    """The `with` block one batch's load runs in (`steps.load_prices`); see docs/bigquery.md.
+
+    BigQuery has no lock a reader can hold until its own writes commit, so here the block
+    adds nothing: the MERGE transaction of `load_batch` keeps each batch whole, and two loads
+    of the same dataset should not run at once (the DAG's load tasks share the one-slot pool
+    `warehouse_writer`, docs/airflow.md). Unlike SQLite, two concurrent CLI runs of
+    adjacent ranges on BigQuery can compute the later range's indicators without the earlier
+    range's history; rerun the later range afterwards.
+    """
+    return contextlib.nullcontext()
 
 
 def load_batch(wh: BigQueryWarehouse, frames: dict[str, pd.DataFrame]) -> dict[str, int]:

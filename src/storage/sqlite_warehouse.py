@@ -31,6 +31,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from src.config import ConfigurationError
 from src.storage.calendar_dim import build_dim_date, dim_date_range_to_write
 from src.storage.schema import AUDIT_COLUMNS, LOOKBACK_COLUMNS, TABLES, Table
 from src.storage.views import VIEWS, render_view
@@ -131,6 +132,29 @@ class WarehouseLockedError(sqlite3.OperationalError):
     """
 
 
+class WarehouseFullError(sqlite3.OperationalError):
+    """The disk holding the SQLite warehouse is full: SQLite rolled the write back."""
+
+
+def _full_message(conn: sqlite3.Connection) -> str:
+    """Explain SQLITE_FULL: which file, and what to do."""
+    database_file = conn.execute("PRAGMA database_list").fetchone()[2] or ":memory:"
+    return (
+        f"the disk holding the SQLite warehouse {database_file} (SQLITE_PATH) is full: the batch being written "
+        "was rolled back. Free space on that disk (or point SQLITE_PATH at a bigger one) and rerun the same dates; "
+        "batches loaded before are kept."
+    )
+
+
+def _is_full(exc: sqlite3.Error) -> bool:
+    """True when SQLite ran out of disk space (SQLITE_FULL)."""
+    return getattr(exc, "sqlite_errorcode", 0) & 0xFF == sqlite3.SQLITE_FULL
+
+
+def _unusable_path_message(path: Path | str, problem: str) -> str:
+    return f"SQLITE_PATH={path} {problem}: set SQLITE_PATH to a SQLite file (it is created if missing) in a writable folder"
+
+
 # --- Connection and transactions ------------------------------------------------------------
 
 
@@ -161,28 +185,53 @@ def connect(path: Path | str, busy_timeout_seconds: float = DEFAULT_BUSY_TIMEOUT
         WarehouseLockedError: the file stayed locked for longer than the busy timeout.
     """
     if str(path) != ":memory:":
-        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        _check_sqlite_path(Path(path))
     # `timeout` is SQLite's busy_timeout (PRAGMA busy_timeout shows it in milliseconds).
     conn = sqlite3.connect(path, timeout=busy_timeout_seconds, isolation_level=None)
     try:
         conn.execute("PRAGMA journal_mode = WAL")
         conn.execute("PRAGMA synchronous = NORMAL")
         conn.execute(f"PRAGMA cache_size = -{CACHE_SIZE_KIB}")
-    except sqlite3.OperationalError as exc:
-        if not _is_locked(exc):
+    except sqlite3.DatabaseError as exc:  # OperationalError is a DatabaseError too
+        if _is_locked(exc):
+            message = _locked_message(conn)
             conn.close()
-            raise
-        message = _locked_message(conn)
+            raise WarehouseLockedError(message) from exc
+        if _is_full(exc):
+            message = _full_message(conn)
+            conn.close()
+            raise WarehouseFullError(message) from exc
         conn.close()
-        raise WarehouseLockedError(message) from exc
+        if getattr(exc, "sqlite_errorcode", 0) & 0xFF == sqlite3.SQLITE_NOTADB:
+            raise ConfigurationError(_unusable_path_message(path, "is not a SQLite database (another file?)")) from exc
+        raise
     logger.debug("Opened SQLite warehouse %s (busy timeout %.1f s)", path, busy_timeout_seconds)
     return conn
 
 
+def _check_sqlite_path(path: Path) -> None:
+    """Create the warehouse's folder; refuse a path that cannot be a SQLite file, naming SQLITE_PATH.
+
+    Raises:
+        ConfigurationError: the path is a directory, lies under a regular file, or its folder
+            cannot be created.
+    """
+    if path.is_dir():
+        raise ConfigurationError(_unusable_path_message(path, "is a directory"))
+    blocking_file = next((parent for parent in path.parents if parent.is_file()), None)
+    if blocking_file is not None:
+        raise ConfigurationError(_unusable_path_message(path, f"lies under {blocking_file}, which is a regular file"))
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ConfigurationError(_unusable_path_message(path, f"cannot have its folder created ({exc.strerror})")) from exc
+
+
 def _is_locked(exc: sqlite3.Error) -> bool:
     """True when SQLite gave up waiting for another connection's lock (SQLITE_BUSY)."""
-    # Extended codes (e.g. SQLITE_BUSY_SNAPSHOT) keep the primary code in the low byte.
-    return exc.sqlite_errorcode & 0xFF == sqlite3.SQLITE_BUSY
+    # Extended codes (e.g. SQLITE_BUSY_SNAPSHOT) keep the primary code in the low byte. An
+    # error raised by Python code rather than SQLite has no code.
+    return getattr(exc, "sqlite_errorcode", 0) & 0xFF == sqlite3.SQLITE_BUSY
 
 
 def _locked_message(conn: sqlite3.Connection) -> str:
@@ -203,7 +252,13 @@ def write_transaction(conn: sqlite3.Connection) -> Iterator[None]:
     BEGIN IMMEDIATE takes the write lock at the start (waiting up to the busy timeout), so
     two writers queue up instead of failing halfway through. Any error, even Ctrl-C, rolls
     the whole block back and is re-raised.
+
+    Inside an open transaction (a caller that holds the lock already, see `load_transaction`)
+    the block simply joins it: the outermost block commits or rolls back.
     """
+    if conn.in_transaction:
+        yield
+        return
     try:
         conn.execute("BEGIN IMMEDIATE")
     except sqlite3.OperationalError as exc:
@@ -213,11 +268,25 @@ def write_transaction(conn: sqlite3.Connection) -> Iterator[None]:
     try:
         yield
         conn.execute("COMMIT")
-    except BaseException:
+    except BaseException as exc:
         # SQLite has already rolled back after a few errors (e.g. disk full); check first.
         if conn.in_transaction:
             conn.execute("ROLLBACK")
+        if isinstance(exc, sqlite3.Error) and _is_full(exc) and not isinstance(exc, WarehouseFullError):
+            raise WarehouseFullError(_full_message(conn)) from exc
+        if isinstance(exc, sqlite3.OperationalError) and _is_locked(exc) and not isinstance(exc, WarehouseLockedError):
+            raise WarehouseLockedError(_locked_message(conn)) from exc
         raise
+
+
+def load_transaction(conn: sqlite3.Connection):
+    """The transaction one batch's load runs in: its look-back read and every write (`steps.load_prices`).
+
+    Taking the write lock BEFORE the look-back read is what keeps two loads at the same time
+    consistent: the second one reads its history only after the first one has committed, so
+    a run for July computes its indicators with the June rows a concurrent run is writing.
+    """
+    return write_transaction(conn)
 
 
 # --- Schema -----------------------------------------------------------------------------------

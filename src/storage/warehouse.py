@@ -32,6 +32,10 @@ class Warehouse:
     def load_batch(self, frames: dict[str, pd.DataFrame]) -> dict[str, int]:
         return self.module.load_batch(self.handle, frames)
 
+    def load_transaction(self):
+        """A `with` block for one batch's load: its look-back read and all its writes see one state."""
+        return self.module.load_transaction(self.handle)
+
     def read_lookback(self, symbols: list[str], before: str, rows: int) -> pd.DataFrame:
         return self.module.read_lookback(self.handle, symbols, before, rows)
 

@@ -31,7 +31,7 @@ import pyarrow
 import pyarrow.compute
 
 from src.ingestion.symbols import SYMBOL_PATTERN
-from src.market_calendar import NEW_YORK_TZ, new_york_today, nyse_calendar
+from src.market_calendar import CALENDAR_FIRST_DAY, CALENDAR_LAST_DAY, NEW_YORK_TZ, new_york_today, nyse_calendar
 
 logger = logging.getLogger(__name__)
 
@@ -258,6 +258,11 @@ def _find_reasons(frame: pd.DataFrame, latest_date: pd.Timestamp | None) -> tupl
     date_missing = _is_blank(frame["trade_date"])
     problems.append(("missing_value:trade_date", date_missing))
     problems.append(("invalid_date", ~date_missing & dates.isna()))
+    # The warehouse's calendar (dim_date, the session flags) covers only this span: a row
+    # outside it could be stored but never joined to a day, so it is rejected here, before
+    # anything is written (a 1969 row once committed its batch and then stopped the run).
+    outside = (dates < pd.Timestamp(CALENDAR_FIRST_DAY)) | (dates > pd.Timestamp(CALENDAR_LAST_DAY))
+    problems.append(("date_out_of_range", outside))
     if latest_date is not None:
         problems.append(("future_date", dates > latest_date))
 
@@ -318,7 +323,8 @@ def validate_prices(
 
     Rejected (reason codes, in the order they are checked; all problems of a row are listed,
     joined by ';'): missing_column:<name> (then every row is rejected), missing_value:symbol,
-    invalid_symbol, missing_value:trade_date, invalid_date, future_date, for each of open/high/
+    invalid_symbol, missing_value:trade_date, invalid_date, date_out_of_range (before
+    CALENDAR_FIRST_DAY or after CALENDAR_LAST_DAY, 1970..2040), future_date, for each of open/high/
     low/close missing_value:<col>, non_numeric:<col>, non_positive_price:<col>, then
     missing_value:volume, non_numeric:volume, negative_volume, fractional_volume, absurd_volume,
     missing_value:source, high_below_low, high_below_open_close, low_above_open_close,

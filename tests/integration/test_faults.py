@@ -382,3 +382,259 @@ def test_two_runs_for_the_same_date_at_once_leave_each_row_once(tmp_path, data_d
         len(SYMBOLS) * SESSIONS,
     )
     assert conn.execute("SELECT status FROM pipeline_runs").fetchall() == [("success",), ("success",)]
+
+
+def indicator_rows(db: Path) -> list[tuple]:
+    conn = sqlite3.connect(db)
+    try:
+        columns = "symbol, trade_date, sma_20, sma_50, rsi_14, vwap_20, daily_return"
+        return conn.execute(f"SELECT {columns} FROM fact_technical_indicators ORDER BY 1, 2").fetchall()
+    finally:
+        conn.close()
+
+
+def test_two_runs_of_adjacent_ranges_at_once_compute_the_later_range_with_the_earlier_history(tmp_path, data_dir):
+    """Issue 19 case 4: the look-back read waits for the other run's write (one load transaction)."""
+    env = {
+        **os.environ,
+        "PIPELINE_ENV_FILE": str(tmp_path / "none.env"),
+        "SQLITE_PATH": str(tmp_path / "warehouse.db"),
+        "STATE_DIR": str(tmp_path / "state"),
+        "FILE_SOURCE_DIR": str(data_dir),
+        "DATA_SOURCES": "file",
+        "BATCH_SIZE": "3",
+        "S3_BUCKET": "",
+    }
+    command = [sys.executable, "-m", "src.pipeline", "run", "--no-progress", "--symbols", ",".join(SYMBOLS)]
+    ranges = [("2024-01-02", "2024-03-28"), ("2024-04-01", str(END))]
+    runs = [
+        subprocess.Popen(
+            [*command, "--start", first, "--end", last],
+            cwd=PROJECT_ROOT,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
+        for first, last in ranges
+    ]
+    outputs = [run.communicate(timeout=120) for run in runs]
+    assert [run.returncode for run in runs] == [0, 0], [err.decode() for _, err in outputs]
+
+    reference = tmp_path / "reference.db"
+    subprocess.run(
+        [*command, "--start", "2024-01-02", "--end", str(END)],
+        cwd=PROJECT_ROOT,
+        env={**env, "SQLITE_PATH": str(reference), "STATE_DIR": str(tmp_path / "state-reference")},
+        check=True,
+        capture_output=True,
+    )
+    together, one_run = indicator_rows(tmp_path / "warehouse.db"), indicator_rows(reference)
+    differing = [row for row, expected in zip(together, one_run, strict=True) if row != pytest.approx(expected)]
+    assert differing == [], f"{len(differing)} of {len(one_run)} indicator rows differ from one full run"
+
+
+# --- Full disks, unusable paths, a lock that outlasts the busy timeout (issue 19 cases 9, 10) --------
+
+
+@pytest.fixture
+def small_tmpfs(tmp_path):
+    """mount(size, read_only=False) -> a folder on a real tmpfs of that size (needs root; else skipped)."""
+    mounted: list[Path] = []
+
+    def mount(size: str, read_only: bool = False) -> Path:
+        if os.geteuid() != 0:
+            pytest.skip("mounting a small tmpfs needs root")
+        folder = tmp_path / f"tmpfs-{len(mounted)}"
+        folder.mkdir()
+        options = f"size={size}" + (",ro" if read_only else "")
+        result = subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(folder)], capture_output=True)
+        if result.returncode != 0:
+            pytest.skip(f"cannot mount a tmpfs here: {result.stderr.decode().strip()}")
+        mounted.append(folder)
+        return folder
+
+    yield mount
+    for folder in mounted:
+        subprocess.run(["umount", "-l", str(folder)], check=False)
+
+
+def fill_up(folder: Path) -> None:
+    """Write a filler file until the disk under `folder` has no space left."""
+    with open(folder / "filler", "wb", buffering=0) as filler:
+        try:
+            while True:
+                filler.write(b"\0" * 4096)
+        except OSError:
+            pass
+
+
+def cli_process_env(tmp_path: Path, **overrides: str) -> dict:
+    env = {
+        **os.environ,
+        "PIPELINE_ENV_FILE": str(tmp_path / "none.env"),
+        "SQLITE_PATH": str(tmp_path / "warehouse.db"),
+        "STATE_DIR": str(tmp_path / "state"),
+        "FILE_SOURCE_DIR": str(tmp_path / "data"),
+        "DATA_SOURCES": "file",
+        "BATCH_SIZE": "1",
+        "S3_BUCKET": "",
+        "SLACK_WEBHOOK_URL": "",
+    }
+    env.update(overrides)
+    return env
+
+
+def run_cli_process(env: dict, start: str = "2024-01-02", end: str = str(END)) -> subprocess.CompletedProcess:
+    command = [sys.executable, "-m", "src.pipeline", "run", "--no-progress", "--symbols", ",".join(SYMBOLS)]
+    return subprocess.run(
+        [*command, "--start", start, "--end", end], cwd=PROJECT_ROOT, env=env, capture_output=True, timeout=120
+    )
+
+
+def error_lines(stderr: bytes) -> list[str]:
+    return [line for line in stderr.decode().splitlines() if line.startswith("error:")]
+
+
+def test_a_full_disk_under_sqlite_path_stops_the_run_with_one_line_records_it_and_alerts(
+    tmp_path, data_dir, small_tmpfs, slack_catcher
+):
+    disk = small_tmpfs("400k")
+    db = disk / "warehouse.db"
+    result = run_cli_process(cli_process_env(tmp_path, SQLITE_PATH=str(db), SLACK_WEBHOOK_URL=slack_catcher.url))
+
+    assert result.returncode == pipeline.EXIT_SOME_FAILED
+    assert b"Traceback" not in result.stderr
+    [line] = error_lines(result.stderr)
+    assert f"the disk holding the SQLite warehouse {db} (SQLITE_PATH) is full" in line
+    assert "Free space on that disk" in line
+    status, error = sqlite3.connect(db).execute("SELECT status, error FROM pipeline_runs").fetchone()
+    assert status == "failed" and error.startswith("WarehouseFullError: the disk holding")
+    [alert] = slack_catcher.payloads()
+    assert "FAILED" in alert["text"] and "is full" in alert["text"]
+
+
+def test_a_disk_that_fills_up_mid_run_still_gets_the_run_recorded_failed_and_alerted(
+    tmp_path, data_dir, small_tmpfs, slack_catcher, monkeypatch, capsys
+):
+    """The disk fills up after the `running` row: the batch is rolled back and the small run row
+    still fits (SQLite reuses the rolled-back WAL frames), so the failure is recorded. (When the
+    warehouse cannot be written at all, see the lock test below: the log and the alert say so.)"""
+    disk = small_tmpfs("2m")
+    db = disk / "warehouse.db"
+    real_load = steps.load_batch
+
+    def fill_the_disk_first(*args, **kwargs):
+        fill_up(disk)  # after the run's `running` row, before its first batch
+        return real_load(*args, **kwargs)
+
+    monkeypatch.setattr(steps, "load_batch", fill_the_disk_first)
+    env = {"SQLITE_PATH": str(db), "STATE_DIR": str(tmp_path / "state"), "FILE_SOURCE_DIR": str(data_dir)}
+    env |= {"DATA_SOURCES": "file", "S3_BUCKET": "", "SLACK_WEBHOOK_URL": slack_catcher.url}
+    code = run_cli(env, monkeypatch, "--start", str(START), "--end", str(END))
+
+    assert code == pipeline.EXIT_SOME_FAILED
+    assert f"the disk holding the SQLite warehouse {db} (SQLITE_PATH) is full" in capsys.readouterr().err
+    status, error = sqlite3.connect(db).execute("SELECT status, error FROM pipeline_runs").fetchone()
+    assert status == "failed" and error.startswith("WarehouseFullError")
+    assert price_rows(db) == []
+    [alert] = slack_catcher.payloads()
+    assert "FAILED" in alert["text"] and "is full" in alert["text"]
+
+
+def unusable_sqlite_path(tmp_path: Path, kind: str) -> Path:
+    """A SQLITE_PATH that cannot be a SQLite file: a text file, a folder, or a path under a file."""
+    if kind == "text-file":
+        (tmp_path / "notes.txt").write_text("not a database\n")
+        return tmp_path / "notes.txt"
+    if kind == "directory":
+        (tmp_path / "a-folder").mkdir()
+        return tmp_path / "a-folder"
+    (tmp_path / "plain").write_text("x")
+    return tmp_path / "plain" / "warehouse.db"
+
+
+@pytest.mark.parametrize(
+    ("kind", "message"),
+    [
+        ("text-file", "is not a SQLite database"),
+        ("directory", "is a directory"),
+        ("under-a-file", "which is a regular file"),
+    ],
+)
+def test_an_unusable_sqlite_path_is_a_configuration_error_exit_2(tmp_path, data_dir, kind, message):
+    path = unusable_sqlite_path(tmp_path, kind)
+    result = run_cli_process(cli_process_env(tmp_path, SQLITE_PATH=str(path)))
+
+    assert result.returncode == pipeline.EXIT_BAD_INPUT
+    assert b"Traceback" not in result.stderr
+    [line] = error_lines(result.stderr)
+    assert line.startswith(f"error: SQLITE_PATH={path} ")
+    assert message in line and line.endswith("set SQLITE_PATH to a SQLite file (it is created if missing) in a writable folder")
+
+
+@pytest.mark.parametrize("problem", ["regular-file", "read-only", "full"])
+def test_an_unusable_state_dir_stops_the_run_with_one_line(
+    problem, tmp_path, data_dir, mock_av, small_tmpfs, slack_catcher
+):
+    if problem == "regular-file":
+        state = tmp_path / "state-file"
+        state.write_text("x")
+    elif problem == "read-only":
+        state = small_tmpfs("1m", read_only=True)
+    else:
+        state = small_tmpfs("64k")
+        fill_up(state)
+    env = cli_process_env(
+        tmp_path,
+        STATE_DIR=str(state),
+        DATA_SOURCES="alpha_vantage",  # it keeps landed replies and its quota in STATE_DIR
+        ALPHA_VANTAGE_API_KEY="faults-test-key",  # pragma: allowlist secret - a dummy for the mock
+        ALPHA_VANTAGE_BASE_URL=mock_av.base_url,
+        ALPHA_VANTAGE_MIN_INTERVAL_SECONDS="0",
+        SLACK_WEBHOOK_URL=slack_catcher.url,
+    )
+    result = run_cli_process(env, start=str(START))
+
+    expected_code = pipeline.EXIT_SOME_FAILED if problem == "full" else pipeline.EXIT_BAD_INPUT
+    assert result.returncode == expected_code, result.stderr.decode()[-2000:]
+    assert b"Traceback" not in result.stderr
+    [line] = error_lines(result.stderr)
+    assert f"STATE_DIR={state}" in line
+    assert mock_av.stats()["total_requests"] == 0  # refused before any quota is spent
+    status, error = sqlite3.connect(tmp_path / "warehouse.db").execute("SELECT status, error FROM pipeline_runs").fetchone()
+    assert status == "failed" and "STATE_DIR" in error
+    assert len(slack_catcher.payloads()) == 1
+
+
+def test_a_writer_lock_held_past_the_busy_timeout_mid_run_is_logged_and_alerted(
+    tmp_path, data_dir, monkeypatch, capsys, caplog, slack_catcher
+):
+    db = tmp_path / "warehouse.db"
+    monkeypatch.setattr(
+        sqlite_warehouse, "connect", functools.partial(sqlite_warehouse.connect, busy_timeout_seconds=0.3)
+    )
+    real_load = steps.load_batch
+    holders = []
+
+    def lock_before_the_first_batch(*args, **kwargs):
+        if not holders:  # another tool takes the write lock after the run has started
+            holders.append(hold_write_lock(db, 5.0))
+        return real_load(*args, **kwargs)
+
+    monkeypatch.setattr(steps, "load_batch", lock_before_the_first_batch)
+    env = {"SQLITE_PATH": str(db), "STATE_DIR": str(tmp_path / "state"), "FILE_SOURCE_DIR": str(data_dir)}
+    env |= {"DATA_SOURCES": "file", "S3_BUCKET": "", "SLACK_WEBHOOK_URL": slack_catcher.url}
+    try:
+        code = run_cli(env, monkeypatch, "--start", str(START), "--end", str(END))
+    finally:
+        for holder in holders:
+            holder.kill()
+            holder.wait(timeout=10)
+
+    assert code == pipeline.EXIT_SOME_FAILED
+    assert f"SQLite warehouse {db} is locked" in capsys.readouterr().err
+    # The lock outlasts the busy timeout for the record too: the log and the alert say so.
+    assert "could NOT be recorded in pipeline_runs: WarehouseLockedError" in caplog.text
+    [alert] = slack_catcher.payloads()
+    assert "FAILED" in alert["text"] and "NOT recorded in pipeline_runs" in alert["text"]
+    assert "is locked" in alert["text"]

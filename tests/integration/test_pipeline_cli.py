@@ -284,3 +284,81 @@ def test_a_crash_between_batches_leaves_consistent_tables_and_a_rerun_completes(
         columns = [c for c in sqlite_warehouse.TABLES[table].column_names if c not in ("loaded_at", "run_id")]
         query = f"SELECT {', '.join(columns)} FROM {table} ORDER BY 1, 2"
         assert sqlite3.connect(env).execute(query).fetchall() == sqlite3.connect(clean_db).execute(query).fetchall()
+
+
+def recorded_counts_and_table_counts(db: Path) -> tuple[tuple, tuple]:
+    """(rows_loaded, rows_quarantined) of the last run, and the rows its run_id has in the tables."""
+    conn = sqlite3.connect(db)
+    try:
+        run_id, loaded, quarantined = conn.execute(
+            "SELECT run_id, rows_loaded, rows_quarantined FROM pipeline_runs ORDER BY started_at DESC LIMIT 1"
+        ).fetchone()
+        in_prices = conn.execute("SELECT COUNT(*) FROM fact_daily_prices WHERE run_id = ?", (run_id,)).fetchone()[0]
+        in_quarantine = conn.execute("SELECT COUNT(*) FROM quarantine_prices WHERE run_id = ?", (run_id,)).fetchone()[0]
+        return (loaded, quarantined), (in_prices, in_quarantine)
+    finally:
+        conn.close()
+
+
+def test_rows_dated_outside_1970_2040_are_quarantined_and_the_counts_match_the_tables(env, data_dir):
+    """Issue 19 case 6: such rows used to commit, then stop the run as failed with '0 loaded'."""
+    frame = load_bokeh_prices("IBM")
+    frame = frame[frame["trade_date"].between("2012-01-03", "2012-01-31")].astype(str).reset_index(drop=True)
+    frame.loc[0, "trade_date"] = "1969-12-31"
+    write_csv(data_dir, "IBM", frame)
+
+    assert run_cli("--symbols", "IBM,MSFT", "--start", "1969-01-01", "--end", "2012-01-31") == 0
+
+    conn = sqlite3.connect(env)
+    reasons = conn.execute("SELECT trade_date, reason FROM quarantine_prices ORDER BY trade_date").fetchall()
+    assert reasons == [("1969-12-31", "date_out_of_range")]  # (2041 rows: tests/unit/test_data_validator.py)
+    recorded, in_tables = recorded_counts_and_table_counts(env)
+    assert recorded == in_tables and in_tables[1] == 1
+
+
+def test_a_batch_that_fails_after_its_prices_are_written_leaves_nothing_and_counts_stay_true(env, monkeypatch):
+    """Every table of a batch, dimensions included, is one transaction: counts recorded == rows written."""
+    real_refresh = sqlite_warehouse.refresh_dim_symbol
+    calls = []
+
+    def fail_on_second_batch(conn, symbols, source_by_symbol=None):
+        calls.append(symbols)
+        if len(calls) == 2:
+            raise sqlite3.OperationalError("simulated failure after the prices were written")
+        return real_refresh(conn, symbols, source_by_symbol)
+
+    monkeypatch.setattr(sqlite_warehouse, "refresh_dim_symbol", fail_on_second_batch)
+    with pytest.raises(sqlite3.OperationalError, match="simulated failure"):
+        run_cli("--symbols", "IBM,MSFT", "--start", "2012-01-03", "--end", "2012-06-29")
+
+    recorded, in_tables = recorded_counts_and_table_counts(env)
+    assert recorded == in_tables
+    conn = sqlite3.connect(env)
+    assert conn.execute("SELECT DISTINCT symbol FROM fact_daily_prices").fetchall() == [("IBM",)]
+    assert conn.execute("SELECT status FROM pipeline_runs").fetchone() == ("failed",)
+
+
+def test_the_dags_finish_records_a_batch_whose_tasks_never_finished_as_failed(env):
+    """An interrupted (SIGTERM) or failed batch task leaves no results: finish_task_run records
+    its symbols as failed, names why, and fails the task (its alert) instead of `running` forever."""
+    from datetime import date
+
+    from src.config import load_settings
+
+    settings = load_settings()
+    run = steps.start_run("dag-run-1", date(2012, 1, 31), ["IBM", "MSFT"], settings)
+    extracted = steps.Extracted(symbols=["IBM"], fetched={"IBM": "file"}, failed={})
+    loaded = steps.Loaded(symbols_loaded=["IBM"], rows_loaded=20, rows_quarantined=0, rows_by_source={"file": 20})
+
+    with pytest.raises(steps.PipelineRunFailed, match="MSFT: its batch did not finish"):
+        steps.finish_task_run(
+            "dag-run-1",
+            date(2012, 1, 31),
+            ["IBM", "MSFT"],
+            run.started_at,
+            [extracted.to_xcom()],  # the MSFT batch's extract and load tasks left nothing
+            [loaded.to_xcom()],
+            settings,
+        )
+    status, failed = sqlite3.connect(env).execute("SELECT status, failed_symbols FROM pipeline_runs").fetchone()
+    assert status == "partial" and "MSFT" in failed and "did not finish" in failed

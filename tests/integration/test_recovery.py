@@ -221,3 +221,144 @@ def test_a_finished_run_repeated_fetches_nothing_and_changes_nothing(slow_mock, 
     again = sqlite3.connect(db).execute("SELECT * FROM fact_daily_prices ORDER BY 1, 2").fetchall()
     assert again == first  # audit columns included: unchanged rows are not rewritten
     assert warehouse_contents(Path(db)) == uninterrupted
+
+
+# --- SIGINT and SIGTERM: a clean stop, recorded (issue 19 cases 5, 8 and 9) -------------------------
+
+
+def signal_when(process: subprocess.Popen, signal_number: int, ready: Callable[[], bool], *, group: bool) -> str:
+    """Send `signal_number` once `ready()` is true; wait for the CLI to exit; return its stderr.
+
+    group=True signals the whole process group, as Ctrl-C in a terminal (or `docker stop` of a
+    container's init) does: then the background worker receives the signal too. Every process
+    of the run must be gone when the CLI has exited.
+    """
+    deadline = time.monotonic() + 60
+    while not ready():
+        assert process.poll() is None, "the run finished before the signal point"
+        assert time.monotonic() < deadline, "the signal point was never reached"
+        time.sleep(0.01)
+    children = psutil.Process(process.pid).children(recursive=True)
+    if group:
+        os.killpg(process.pid, signal_number)
+    else:
+        os.kill(process.pid, signal_number)
+    _, err = process.communicate(timeout=60)
+    _, alive = psutil.wait_procs(children, timeout=5)
+    assert alive == [], f"processes left running after the CLI stopped: {alive}"
+    return err.decode()
+
+
+def last_run(db: str) -> dict:
+    conn = sqlite3.connect(db)
+    conn.row_factory = sqlite3.Row
+    try:
+        return dict(conn.execute("SELECT * FROM pipeline_runs ORDER BY started_at DESC LIMIT 1").fetchone())
+    finally:
+        conn.close()
+
+
+@pytest.mark.parametrize(
+    ("signal_number", "group", "exit_code"),
+    [
+        (signal.SIGINT, False, 130),  # kill -INT <pid>
+        (signal.SIGINT, True, 130),  # Ctrl-C in a terminal: the worker gets it too
+        (signal.SIGTERM, False, 143),  # kill <pid>, systemd, Airflow stopping a task
+        (signal.SIGTERM, True, 143),  # docker stop
+    ],
+    ids=["sigint", "ctrl-c-group", "sigterm", "sigterm-group"],
+)
+def test_a_signal_between_batches_stops_the_run_cleanly_records_it_interrupted_and_a_rerun_completes(
+    signal_number, group, exit_code, tmp_path, slow_mock, uninterrupted, slack_catcher
+):
+    env = pipeline_env(tmp_path, "signal", slow_mock.base_url)
+    env["SLACK_WEBHOOK_URL"] = slack_catcher.url
+    db = env["SQLITE_PATH"]
+    command = [sys.executable, "-m", "src.pipeline", "run", "--no-progress"]
+    command += ["--symbols", ",".join(MOCK_SYMBOLS), "--start", START, "--end", END]
+    process = subprocess.Popen(
+        command,
+        cwd=PROJECT_ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        start_new_session=True,  # its own process group, so killpg reaches only the run
+    )
+
+    err = signal_when(process, signal_number, lambda: count_rows(Path(db), "fact_daily_prices") > 0, group=group)
+
+    assert process.returncode == exit_code, err
+    assert "Traceback" not in err
+    name = signal.Signals(signal_number).name
+    assert f"interrupted by {name}" in err
+    run = last_run(db)
+    assert run["status"] == "interrupted"
+    assert run["error"].startswith(f"interrupted by {name}")
+    # What it says it loaded is what the warehouse holds (whole batches only).
+    assert run["rows_loaded"] == count_rows(Path(db), "fact_daily_prices") > 0
+    assert 0 < run["symbols_loaded"] < len(MOCK_SYMBOLS)
+    [alert] = slack_catcher.payloads()
+    assert "INTERRUPTED" in alert["text"] and f"interrupted by {name}" in alert["text"]
+
+    # The health check never calls an interrupted run a success.
+    from src.monitoring.health_checks import check_last_run
+    from src.storage.warehouse import Warehouse
+    from src.storage import sqlite_warehouse
+
+    conn = sqlite_warehouse.connect(db)
+    try:
+        result = check_last_run(Warehouse("sqlite", sqlite_warehouse, conn))
+    finally:
+        conn.close()
+    assert not result.ok and "ended interrupted" in result.message
+
+    run_to_end(env)
+    assert warehouse_contents(Path(db)) == uninterrupted
+    assert last_run(db)["status"] == "success"
+
+
+def test_a_signal_while_the_first_batch_is_fetched_records_an_interrupted_run_with_nothing_loaded(
+    tmp_path, slow_mock
+):
+    env = pipeline_env(tmp_path, "early-signal", slow_mock.base_url)
+    slow_mock.reset_counters()
+    process = start_run(env)
+
+    err = signal_when(process, signal.SIGTERM, lambda: slow_mock.stats()["total_requests"] >= 1, group=False)
+
+    assert process.returncode == 143, err
+    assert "Traceback" not in err
+    run = last_run(env["SQLITE_PATH"])
+    assert (run["status"], run["rows_loaded"], run["symbols_loaded"]) == ("interrupted", 0, 0)
+
+
+def test_a_killed_background_worker_stops_the_run_with_one_line_and_a_rerun_completes(
+    tmp_path, slow_mock, uninterrupted
+):
+    """Issue 19 case 10: the worker killed (OOM killer, kill -9) used to end in a BrokenProcessPool traceback."""
+    env = pipeline_env(tmp_path, "worker-killed", slow_mock.base_url)
+    slow_mock.reset_counters()
+    process = start_run(env)
+    deadline = time.monotonic() + 60
+    while slow_mock.stats()["total_requests"] < 1:  # the worker is fetching batch 1
+        assert process.poll() is None and time.monotonic() < deadline
+        time.sleep(0.01)
+    # The pool's worker (not multiprocessing's resource tracker, the other child).
+    [worker] = [
+        child
+        for child in psutil.Process(process.pid).children(recursive=True)
+        if "spawn_main" in " ".join(child.cmdline()) and "resource_tracker" not in " ".join(child.cmdline())
+    ]
+    worker.kill()
+    _, err = process.communicate(timeout=60)
+
+    assert process.returncode == 1, err.decode()
+    assert b"Traceback" not in err
+    [line] = [text for text in err.decode().splitlines() if text.startswith("error:")]
+    assert "the background worker process that prepares batch 1 of 3 died" in line
+    assert "PREPARE_IN_BACKGROUND=false" in line
+    run = last_run(env["SQLITE_PATH"])
+    assert run["status"] == "failed" and run["error"].startswith("BackgroundWorkerError")
+
+    run_to_end(env)
+    assert warehouse_contents(Path(env["SQLITE_PATH"])) == uninterrupted

@@ -33,6 +33,7 @@ FLOORS = {
     "src.monitoring": 6,
     "src.steps": 7,
     "src.background": 7,
+    "src.stop_signals": 7,
     "src.pipeline": 7,
     "src.lambda_handler": 7,
     "src.analytics": 7,

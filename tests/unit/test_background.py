@@ -28,3 +28,21 @@ def test_a_failing_batch_raises_where_it_failed_after_the_batches_before_it():
 
 def test_no_batches_prepare_nothing():
     assert list(prepare_ahead(sorted, [], Settings())) == []
+
+
+def test_closing_early_kills_a_busy_worker_at_once():
+    """Issue 19 case 8: a worker busy with the next batch must not outlive the run (it would spend quota)."""
+    import time
+
+    import psutil
+
+    before = {child.pid for child in psutil.Process().children(recursive=True)}
+    batches = prepare_ahead(time.sleep, [0, 60, 60], Settings())
+    next(batches)  # batch 1 done; the worker is now sleeping through batch 2
+    workers = [child for child in psutil.Process().children(recursive=True) if child.pid not in before]
+    began = time.monotonic()
+    batches.close()
+
+    assert time.monotonic() - began < 10
+    _, alive = psutil.wait_procs(workers, timeout=5)
+    assert [process for process in alive if "resource_tracker" not in " ".join(process.cmdline())] == []

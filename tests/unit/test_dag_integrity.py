@@ -214,3 +214,9 @@ def _as_list(callbacks) -> list:
 
 def _dag_module_name() -> str:
     return next(name for name in sys.modules if name.endswith("daily_etl_pipeline"))
+
+
+def test_finish_run_runs_even_when_a_batch_task_failed_or_was_interrupted(etl_dag):
+    """Issue 19: a batch task killed by SIGTERM must not leave the run `running` forever."""
+    assert etl_dag.get_task("finish_run").trigger_rule == "all_done"
+    assert etl_dag.get_task("check_data_quality").trigger_rule == "all_success"

@@ -180,6 +180,23 @@ def test_without_a_run_date_the_limit_is_today_in_new_york():
     ]
 
 
+def test_dates_outside_the_calendar_span_are_rejected_with_a_reason():
+    """Issue 19 case 6: a 1969 or 2041 row used to pass here, commit, then stop the run at dim_date."""
+    raw = goog_strings("2004-08-19", "2004-08-23")
+    raw["trade_date"] = ["1969-12-31", "2004-08-20", "2041-01-02"]
+
+    valid, rejected = validate_prices(raw, run_date="2099-01-01")
+
+    assert valid["trade_date"].tolist() == ["2004-08-20"]
+    assert rejected[["trade_date", "reason"]].values.tolist() == [
+        ["1969-12-31", "date_out_of_range"],
+        ["2041-01-02", "date_out_of_range"],
+    ]
+    # Also when the future-date check is off (the cleaner's second pass).
+    valid, rejected = validate_prices(raw, check_future_dates=False)
+    assert rejected["reason"].tolist() == ["date_out_of_range", "date_out_of_range"]
+
+
 def test_the_future_date_check_can_be_switched_off():
     valid, rejected = validate_prices(
         goog_strings("2004-08-19", "2004-08-23"), run_date="2004-08-19", check_future_dates=False
