@@ -31,6 +31,7 @@ Usage:
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import logging
 import os
@@ -52,7 +53,7 @@ import numpy as np
 import pandas as pd
 import psutil
 
-from src.config import load_settings
+from src.config import Settings, load_settings
 from src.ingestion.sources import fetch_batch
 from src.local_stack.mock_alpha_vantage import start_mock_server
 from src.local_stack.synthetic_data import write_synthetic_universe
@@ -505,6 +506,323 @@ def write_report(path: Path, rows: list[Row], machine: dict[str, str], args: arg
     path.write_text((head.rstrip() + "\n\n" if head.strip() else "") + "\n".join(lines) + "\n")
 
 
+# --- Against real peers (issue 22): --peers ---------------------------------------------------
+#
+# The project next to what a user would write or pick instead, each run as its own process on
+# the same CSV files: the tutorial script (pandas + `ta` + `to_sql` upsert) and dlt into DuckDB
+# and into SQLite (scripts/peers/). The peers run in their own virtualenv, created here once.
+
+PEERS_DIR = PROJECT_ROOT / "scripts" / "peers"
+PEER_REQUIREMENTS = PEERS_DIR / "peer-requirements.txt"
+DEFAULT_PEER_CACHE = Path.home() / ".cache" / "cloudscale-bench"
+# The contestants, in the order they take turns (and the table's columns).
+CONTESTANTS = {
+    "project": "this project (default)",
+    "project_125": "`BATCH_SIZE=125`",
+    "dlt_duckdb": "dlt → DuckDB",
+    "tutorial": "tutorial: pandas + `ta` + `to_sql` upsert",
+    "dlt_sqlite": "dlt → SQLite",
+}
+PEER_JOBS = {
+    "backfill": "backfill {years:g} years",
+    "rerun": "rerun of the unchanged range (every row a conflict)",
+    "daily": "daily: one new session × {symbols} symbols on the {years:g}-year warehouse",
+}
+PEERS_BEGIN = "<!-- peers results: begin (written by scripts/benchmark.py --peers) -->"
+PEERS_END = "<!-- peers results: end -->"
+
+
+def peer_python(cache_dir: Path) -> Path:
+    """The peers' virtualenv python, created once per requirements file (about 30 s with PyPI).
+
+    Args:
+        cache_dir: where the virtualenv lives (named after a hash of the requirements, so a
+            change of a pin makes a new one).
+
+    Returns:
+        The path of its python executable.
+    """
+    digest = hashlib.sha256(PEER_REQUIREMENTS.read_bytes()).hexdigest()[:12]
+    venv = cache_dir / f"peers-venv-{digest}"
+    python = venv / "bin" / "python"
+    if (venv / "COMPLETE").is_file():
+        return python
+    logger.info("installing the peers' virtualenv into %s (dlt, ta, pandas; once)", venv)
+    shutil.rmtree(venv, ignore_errors=True)
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+    subprocess.run(
+        [str(python), "-m", "pip", "install", "--quiet", "--disable-pip-version-check", "-r", str(PEER_REQUIREMENTS)],
+        check=True,
+    )
+    (venv / "COMPLETE").write_text("")
+    return python
+
+
+@dataclass
+class TimedRun:
+    """One contestant's run of one job: wall time, memory, what it printed."""
+
+    seconds: float
+    maxrss_mb: float  # the kernel's ru_maxrss: the largest single process of the run
+    tree_mb: float  # the sum over the process tree, sampled (the CLI runs a worker process)
+    rows: int
+
+
+def run_timed(command: list[str], env: dict[str, str]) -> TimedRun:
+    """Run a command as a child process; time it and read its peak memory (ru_maxrss and sampled)."""
+    with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
+        began = time.perf_counter()
+        child = subprocess.Popen(command, cwd=PROJECT_ROOT, env=env, stdout=out, stderr=err, text=True)
+        tree_bytes = 0
+        while True:
+            # wait4 (not Popen.wait) because it hands back the child's resource usage.
+            pid, status, usage = os.wait4(child.pid, os.WNOHANG)
+            if pid:
+                break
+            tree_bytes = max(tree_bytes, process_tree_rss(child.pid))
+            time.sleep(MEMORY_SAMPLE_SECONDS)
+        seconds = time.perf_counter() - began
+        child.returncode = os.waitstatus_to_exitcode(status)
+        out.seek(0)
+        err.seek(0)
+        stdout, stderr = out.read(), err.read()
+    if child.returncode != 0:
+        raise RuntimeError(f"{command[1:3]} failed (exit {child.returncode}):\n{stdout[-2000:]}\n{stderr[-3000:]}")
+    match = re.search(r"rows loaded\s+(\d+)", stdout)
+    return TimedRun(
+        seconds=seconds,
+        maxrss_mb=usage.ru_maxrss / 1024,  # KiB on Linux
+        tree_mb=tree_bytes / 1024 / 1024,
+        rows=int(match.group(1)) if match else -1,
+    )
+
+
+@dataclass
+class PeerSetup:
+    """What every contestant's command needs: the input, the symbols, the peers' python, the work folder."""
+
+    work: Path
+    data_dir: Path
+    symbols: list[str]
+    python: Path
+
+
+def contestant_command(key: str, store: Path, start: date, end: date, setup: PeerSetup) -> tuple[list[str], dict]:
+    """The command line and environment of one contestant's run over start..end into `store` (a folder)."""
+    symbols = ",".join(setup.symbols)
+    dates = ["--start", start.isoformat(), "--end", end.isoformat()]
+    if key in ("project", "project_125"):
+        (setup.work / "benchmark.env").write_text("")
+        batch_size = 125 if key == "project_125" else Settings().batch_size
+        env = pipeline_env(setup.work, store / "warehouse.db", setup.data_dir, batch_size)
+        env["STATE_DIR"] = str(store / "state")
+        command = [sys.executable, "-m", "src.pipeline", "run", "--symbols", symbols, *dates,
+                   "--source", "file", "--data-dir", str(setup.data_dir), "--no-progress"]  # fmt: skip
+        return command, env
+    env = {"PATH": os.environ.get("PATH", ""), "HOME": str(setup.work), "RUNTIME__DLTHUB_TELEMETRY": "false"}
+    common = ["--data-dir", str(setup.data_dir), "--symbols", symbols, *dates]
+    if key == "tutorial":
+        return [str(setup.python), str(PEERS_DIR / "tutorial_etl.py"), "--db", str(store / "prices.db"), *common], env
+    destination = key.removeprefix("dlt_")
+    database = str(store / f"prices.{destination}")
+    command = [str(setup.python), str(PEERS_DIR / "dlt_etl.py"), "--destination", destination,
+               "--db", database, "--pipelines-dir", str(store / "dlt"), *common]  # fmt: skip
+    return command, env
+
+
+SPOT_COLUMNS = ["symbol", "trade_date", "sma_20", "sma_50", "sma_200", "rsi_14"]
+
+
+def read_contestant_rows(key: str, store: Path, symbols: list[str], python: Path) -> tuple[int, pd.DataFrame]:
+    """(rows stored in total, the indicator rows of `symbols`) from one contestant's warehouse."""
+    marks = ", ".join("?" for _ in symbols)
+    if key in ("project", "project_125"):
+        path = store / "warehouse.db"
+        count_sql = "SELECT COUNT(*) FROM fact_daily_prices"
+        rows_sql = (
+            "SELECT p.symbol, p.trade_date, i.sma_20, i.sma_50, i.sma_200, i.rsi_14 FROM fact_daily_prices p "
+            f"JOIN fact_technical_indicators i USING (symbol, trade_date) WHERE p.symbol IN ({marks})"
+        )
+    else:
+        path = {"tutorial": store / "prices.db", "dlt_sqlite": store / "prices__market.sqlite"}.get(key)
+        table = "market.prices" if key == "dlt_duckdb" else "prices"
+        count_sql = f"SELECT COUNT(*) FROM {table}"
+        rows_sql = f"SELECT {', '.join(SPOT_COLUMNS)} FROM {table} WHERE symbol IN ({marks})"
+    if key == "dlt_duckdb":
+        # DuckDB's file is read with the peers' own duckdb (the project's may be another version).
+        script = (
+            "import duckdb, json, sys; c = duckdb.connect(sys.argv[1], read_only=True); "
+            "print(json.dumps([c.execute(sys.argv[2]).fetchone()[0], c.execute(sys.argv[3], sys.argv[4:]).fetchall()]))"
+        )
+        reply = subprocess.run(
+            [str(python), "-c", script, str(store / "prices.duckdb"), count_sql, rows_sql, *symbols],
+            check=True, capture_output=True, text=True,
+        )  # fmt: skip
+        count, found = json.loads(reply.stdout)
+        return count, pd.DataFrame(found, columns=SPOT_COLUMNS)
+    conn = sqlite3.connect(path)
+    try:
+        count = conn.execute(count_sql).fetchone()[0]
+        found = conn.execute(rows_sql, symbols).fetchall()
+    finally:
+        conn.close()
+    return count, pd.DataFrame(found, columns=SPOT_COLUMNS)
+
+
+def spot_check(key: str, store: Path, setup: PeerSetup, expected_rows: int, start: date) -> dict:
+    """Check one contestant's rows: the count, SMA 20/50/200 exact, RSI against TA-Lib (noted, not judged).
+
+    The reference is computed here from the CSV files: pandas' rolling mean for the SMAs and
+    TA-Lib's RSI (Wilder's, seeded with a simple average) over each sampled symbol's whole range.
+    """
+    import talib  # only this check needs TA-Lib
+
+    sample = [setup.symbols[0], setup.symbols[len(setup.symbols) // 2], setup.symbols[-1]]
+    count, rows = read_contestant_rows(key, store, sample, setup.python)
+    sma_diff = rsi_diff = 0.0
+    for symbol in dict.fromkeys(sample):
+        csv = pd.read_csv(setup.data_dir / f"{symbol}.csv")
+        csv = csv[csv["date"] >= start.isoformat()].reset_index(drop=True)
+        got = csv[["date"]].merge(rows[rows["symbol"] == symbol], left_on="date", right_on="trade_date", how="left")
+        for window in SMA_WINDOWS:
+            reference = csv["close"].rolling(window).mean()
+            sma_diff = max(sma_diff, float((got[f"sma_{window}"].astype(float) - reference).abs().max()))
+            if got[f"sma_{window}"].isna().sum() != reference.isna().sum():
+                sma_diff = float("inf")  # a missing or extra value
+        reference_rsi = talib.RSI(csv["close"].to_numpy(), timeperiod=RSI_PERIOD)
+        rsi_diff = max(rsi_diff, float(np.nanmax(np.abs(got["rsi_14"].astype(float).to_numpy() - reference_rsi))))
+    return {"rows": count, "rows_ok": count == expected_rows, "sma_diff": sma_diff, "rsi_diff": rsi_diff}
+
+
+def run_peer_benchmarks(args: argparse.Namespace) -> dict:
+    """Time every contestant on every job, in turns, `args.repeats` rounds; return the results."""
+    work = Path(args.work_dir) if args.work_dir else Path(tempfile.mkdtemp(prefix="cloudscale-peers-"))
+    work.mkdir(parents=True, exist_ok=True)
+    symbols = benchmark_symbols(args.symbols)
+    first, last = sessions_back(LAST_SESSION, args.years, 1)  # the daily run adds LAST_SESSION
+    data_dir = work / f"peers-data-{args.symbols}x{args.years:g}"
+    if not (data_dir / "COMPLETE").is_file():
+        logger.info("writing synthetic data: %d symbols, %s..%s", len(symbols), first, LAST_SESSION)
+        shutil.rmtree(data_dir, ignore_errors=True)
+        write_synthetic_universe(data_dir, symbols, first, LAST_SESSION)
+        (data_dir / "COMPLETE").write_text("")
+    setup = PeerSetup(work, data_dir, symbols, peer_python(Path(args.peer_cache)))
+    sessions = len(nyse_calendar().sessions_in_range(pd.Timestamp(first), pd.Timestamp(last)))
+    expected = {"backfill": sessions * len(symbols), "rerun": sessions * len(symbols), "daily": len(symbols)}
+    ranges = {"backfill": (first, last), "rerun": (first, last), "daily": (LAST_SESSION, LAST_SESSION)}
+    best: dict[tuple[str, str], float] = {}
+    memory: dict[str, TimedRun] = {}
+    rounds: list[dict] = []
+    checks: dict[str, dict] = {}
+    for number in range(args.repeats):
+        round_dir = work / "peers-round"
+        shutil.rmtree(round_dir, ignore_errors=True)
+        loads = {"before": os.getloadavg()[0]}
+        for job, (start, end) in ranges.items():
+            for key in CONTESTANTS:
+                store = round_dir / key
+                store.mkdir(parents=True, exist_ok=True)
+                command, env = contestant_command(key, store, start, end, setup)
+                run = run_timed(command, env)
+                if run.rows != expected[job]:
+                    raise RuntimeError(f"{key} {job}: loaded {run.rows} rows, expected {expected[job]}")
+                logger.info("round %d %-8s %-12s %6.1f s  %5.0f MB", number + 1, job, key, run.seconds, run.maxrss_mb)
+                best[job, key] = min(run.seconds, best.get((job, key), run.seconds))
+                if key not in memory or run.maxrss_mb > memory[key].maxrss_mb:
+                    memory[key] = run
+            loads[job] = os.getloadavg()[0]
+        rounds.append(loads)
+        if number == 0:
+            checks = {key: spot_check(key, round_dir / key, setup, sessions * len(symbols) + len(symbols), first)
+                      for key in CONTESTANTS}  # fmt: skip
+    shutil.rmtree(work / "peers-round", ignore_errors=True)
+    return {"best": best, "memory": memory, "rounds": rounds, "checks": checks, "bars": sessions * len(symbols)}
+
+
+def peers_section(results: dict, machine: dict[str, str], args: argparse.Namespace) -> str:
+    """The Markdown of the peers' results: the issue's table regenerated, the targets, memory, checks, load."""
+    best, memory = results["best"], results["memory"]
+    names = {"symbols": args.symbols, "years": args.years}
+    lines = [
+        PEERS_BEGIN,
+        f"Run on {machine['date']} ({machine['cpus']} CPUs, {machine['cpu_model']}) with "
+        f"`nice python scripts/benchmark.py --peers --symbols {args.symbols} --years {args.years:g} "
+        f"--repeats {args.repeats}`: {args.symbols} synthetic symbols x {args.years:g} years "
+        f"({results['bars']:,} bars), file source, every contestant a process of its own, in turns, "
+        f"best of {args.repeats}.",
+        "",
+        "| job | " + " | ".join(CONTESTANTS.values()) + " |",
+        "|---|" + "---|" * len(CONTESTANTS),
+    ]
+    for job, label in PEER_JOBS.items():
+        fastest = min(best[job, key] for key in CONTESTANTS)
+        cells = [(f"**{best[job, key]:.1f} s**" if best[job, key] == fastest else f"{best[job, key]:.1f} s")
+                 for key in CONTESTANTS]  # fmt: skip
+        lines.append(f"| {label.format(**names)} | " + " | ".join(cells) + " |")
+    peak = " | ".join(f"{memory[key].maxrss_mb:,.0f} MB" for key in CONTESTANTS)
+    tree = " | ".join(f"{memory[key].tree_mb:,.0f} MB" for key in CONTESTANTS)
+    lines += [
+        f"| peak memory (ru_maxrss, largest process) | {peak} |",
+        f"| peak memory (process tree, sampled) | {tree} |",
+    ]
+
+    def judged(variant: str) -> list[tuple[str, str, float, bool]]:
+        """(target, line, value, met) for one project variant."""
+        own = {job: best[job, variant] for job in PEER_JOBS}
+        mb = max(memory[variant].maxrss_mb, memory[variant].tree_mb)
+        daily_vs_tutorial = own["daily"] / best["daily", "tutorial"]
+        backfill_vs_dlt = own["backfill"] / best["backfill", "dlt_duckdb"]
+        rerun_vs_backfill = own["rerun"] / own["backfill"]
+        rerun_vs_dlt = own["rerun"] / best["rerun", "dlt_duckdb"]
+        return [
+            ("daily vs the tutorial script", "<= 0.5x", daily_vs_tutorial, daily_vs_tutorial <= 0.5),
+            ("daily, start-up included", "<= 4 s idle", own["daily"], own["daily"] <= 4.0),
+            ("backfill vs dlt → DuckDB", "<= 0.9x", backfill_vs_dlt, backfill_vs_dlt <= 0.9),
+            ("rerun vs its own backfill", "<= 0.5x", rerun_vs_backfill, rerun_vs_backfill <= 0.5),
+            ("rerun vs dlt → DuckDB", "<= 0.9x", rerun_vs_dlt, rerun_vs_dlt <= 0.9),
+            ("peak memory (MB)", "<= 1,536", round(mb), mb <= 1536),
+        ]
+
+    lines += ["", "| target | | default | met | `BATCH_SIZE=125` | met |", "|---|---|---|---|---|---|"]
+    for default, other in zip(judged("project"), judged("project_125"), strict=True):
+        unit = "s" if "start-up" in default[0] else ("" if "memory" in default[0] else "x")
+        digits = 0 if "memory" in default[0] else 2
+        lines.append(
+            f"| {default[0]} | {default[1]} | {default[2]:,.{digits}f}{unit} | {'yes' if default[3] else 'NO'} "
+            f"| {other[2]:,.{digits}f}{unit} | {'yes' if other[3] else 'NO'} |"
+        )
+    lines += ["", "Spot check of each contestant's rows after round 1 (3 symbols, every row; reference: pandas "
+              "rolling mean for the SMAs, TA-Lib's Wilder RSI over the whole range):", "",
+              "| contestant | rows stored | count right | SMA 20/50/200 max abs diff | RSI 14 max abs diff vs TA-Lib |",
+              "|---|---|---|---|---|"]  # fmt: skip
+    for key, label in CONTESTANTS.items():
+        check = results["checks"][key]
+        lines.append(f"| {label} | {check['rows']:,} | {'yes' if check['rows_ok'] else 'NO'} "
+                     f"| {check['sma_diff']:.1e} | {check['rsi_diff']:.2g} |")  # fmt: skip
+    loads = "; ".join(
+        f"round {number}: " + ", ".join(f"{name} {value:.2f}" for name, value in loads.items())
+        for number, loads in enumerate(results["rounds"], start=1)
+    )
+    lines += ["", f"Machine load (1-minute `os.getloadavg`, before the round and after each job): {loads}.", PEERS_END]
+    return "\n".join(lines)
+
+
+def write_peers_section(path: Path, section: str) -> None:
+    """Put the peers' section in the report: in place of the previous one, else before '## Results'."""
+    text = path.read_text() if path.is_file() else ""
+    if PEERS_BEGIN in text and PEERS_END in text:
+        head, rest = text.split(PEERS_BEGIN, 1)
+        text = head + section + rest.split(PEERS_END, 1)[1]
+    elif "## Results" in text:
+        head, rest = text.split("## Results", 1)
+        text = head + "## Against real peers (issue 22)\n\n" + section + "\n\n## Results" + rest
+    else:
+        text = text + "\n## Against real peers (issue 22)\n\n" + section + "\n"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+
+
 # --- Main --------------------------------------------------------------------------------------
 
 
@@ -709,6 +1027,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--work-dir", help="folder for data and databases (default: a new temporary folder)")
     parser.add_argument("--out", type=Path, default=DEFAULT_REPORT, help="the Markdown report to (re)write")
+    parser.add_argument(
+        "--peers",
+        action="store_true",
+        help="only the peers (tutorial script, dlt -> DuckDB/SQLite) next to the project; --repeats rounds",
+    )
+    parser.add_argument(
+        "--peer-cache", default=str(DEFAULT_PEER_CACHE), help="where the peers' own virtualenv is created"
+    )
     return parser
 
 
@@ -718,6 +1044,11 @@ def main(argv: list[str] | None = None) -> int:
     # The pipeline's own INFO lines (one per batch and step) would drown the benchmark's.
     logging.getLogger("src").setLevel(logging.WARNING)
     machine = machine_description()
+    if args.peers:
+        section = peers_section(run_peer_benchmarks(args), machine, args)
+        write_peers_section(args.out, section)
+        print(section)
+        return 0
     rows = run_benchmarks(args)
     write_report(args.out, rows, machine, args)
     for row in rows:
