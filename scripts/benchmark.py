@@ -44,6 +44,7 @@ import sys
 import tempfile
 import threading
 import time
+import urllib.parse
 import urllib.request
 from dataclasses import dataclass
 from datetime import date
@@ -808,17 +809,207 @@ def peers_section(results: dict, machine: dict[str, str], args: argparse.Namespa
     return "\n".join(lines)
 
 
-def write_peers_section(path: Path, section: str) -> None:
-    """Put the peers' section in the report: in place of the previous one, else before '## Results'."""
+# --- The DAG on the local stack (issue 22): --dag --------------------------------------------
+#
+# scripts/run-local.sh starts Airflow (api-server, scheduler, dag-processor, triggerer), moto
+# and the stand-ins on their own ports and folders under the work folder; the benchmark then
+# triggers daily_etl_pipeline for one session of every symbol (file source) on a warehouse
+# backfilled with the years before it, and reads each task's times from Airflow's REST API.
+
+RUN_LOCAL = PROJECT_ROOT / "scripts" / "run-local.sh"
+DAG_ID = "daily_etl_pipeline"
+# Ports of their own, so a developer's local stack (8080, 5000, ...) may keep running.
+DAG_PORTS = {"AIRFLOW_PORT": 8390, "MOTO_PORT": 5390, "MOCK_AV_PORT": 8391, "SLACK_PORT": 8392}
+DAG_RUN_TIMEOUT_SECONDS = 1800
+DAGS_BEGIN = "<!-- dag results: begin (written by scripts/benchmark.py --dag) -->"
+DAGS_END = "<!-- dag results: end -->"
+
+
+def airflow_api(base_url: str, method: str, path: str, body: dict | None = None) -> dict:
+    """Call Airflow's REST API on the local stack (no login there); return the JSON reply."""
+    data = json.dumps(body).encode() if body is not None else None
+    request = urllib.request.Request(
+        f"{base_url}/api/v2{path}", data=data, method=method, headers={"Content-Type": "application/json"}
+    )
+    with urllib.request.urlopen(request, timeout=60) as reply:
+        return json.load(reply)
+
+
+def stack_env(work: Path, data_dir: Path, warehouse: Path, batch_size: int) -> dict[str, str]:
+    """The environment run-local.sh gets: own ports and folders, the benchmark's data, BATCH_SIZE."""
+    env = {name: value for name, value in os.environ.items() if not name.startswith("AIRFLOW")}
+    env.update({name: str(port) for name, port in DAG_PORTS.items()})
+    (work / "benchmark.env").write_text("")
+    env.update(
+        {
+            "LOCAL_STACK_DIR": str(work / "dag-stack"),
+            "OFFLINE_DATA_DIR": str(data_dir),
+            "SQLITE_PATH": str(warehouse),
+            "STATE_DIR": str(work / "dag-state"),
+            "ALERTS_LOG": str(work / "dag-alerts.log"),
+            "PIPELINE_ENV_FILE": str(work / "benchmark.env"),
+            "BATCH_SIZE": str(batch_size),
+            "LOG_LEVEL": "WARNING",
+            # Only the run the benchmark triggers, no scheduled one.
+            "AIRFLOW__SCHEDULER__USE_JOB_SCHEDULE": "False",
+        }
+    )
+    return env
+
+
+def seconds_between(start: str | None, end: str | None) -> float | None:
+    """Seconds from one ISO timestamp of the API to another (None when either is missing)."""
+    if not start or not end:
+        return None
+    return (pd.Timestamp(end) - pd.Timestamp(start)).total_seconds()
+
+
+def time_one_dag_run(base_url: str, symbols: list[str], session: date) -> dict:
+    """Trigger one run for `session`, wait for its end; return its wall time and task instances."""
+    airflow_api(base_url, "PATCH", f"/dags/{DAG_ID}", {"is_paused": False})
+    conf = {"symbols": symbols, "source": "file", "start": session.isoformat(), "end": session.isoformat()}
+    began = time.perf_counter()
+    run = airflow_api(base_url, "POST", f"/dags/{DAG_ID}/dagRuns", {"logical_date": None, "conf": conf})
+    run_path = f"/dags/{DAG_ID}/dagRuns/{urllib.parse.quote(run['dag_run_id'], safe='')}"
+    while True:
+        state = airflow_api(base_url, "GET", run_path)["state"]
+        if state in ("success", "failed"):
+            break
+        if time.perf_counter() - began > DAG_RUN_TIMEOUT_SECONDS:
+            raise RuntimeError(f"DAG run {run['dag_run_id']} still {state} after {DAG_RUN_TIMEOUT_SECONDS} s")
+        time.sleep(1.0)
+    wall = time.perf_counter() - began
+    details = airflow_api(base_url, "GET", run_path)
+    instances = airflow_api(base_url, "GET", f"{run_path}/taskInstances?limit=1000")["task_instances"]
+    return {"run_id": run["dag_run_id"], "state": state, "wall": wall, "run": details, "instances": instances}
+
+
+def summarise_dag_run(result: dict) -> dict:
+    """Per task: count, median and total duration, median wait from queued to start; per mapped batch.
+
+    Airflow's overhead per task is estimated two ways: the median wait between a task being
+    queued and starting (the scheduler and executor), and the duration of `make_batches`, a task
+    whose own work is nothing (so its duration is what any task costs: a process, the task
+    runner, the imports, the API calls that record it).
+    """
+    frame = pd.DataFrame(result["instances"])
+    frame["seconds"] = frame["duration"].astype(float)
+    frame["queue_wait"] = [
+        seconds_between(q, s) for q, s in zip(frame["queued_when"], frame["start_date"], strict=True)
+    ]
+    per_task = frame.groupby("task_id").agg(
+        count=("seconds", "size"), median=("seconds", "median"), total=("seconds", "sum"), wait=("queue_wait", "median")
+    )
+    mapped = frame[frame["task_id"].str.startswith("etl_batch.")]
+    batches = mapped.groupby("map_index")
+    spans = [
+        seconds_between(group["start_date"].min(), group["end_date"].max()) for _, group in batches
+    ]  # first extract start to load end, per batch
+    busy = batches["seconds"].sum()
+    start_to_end = seconds_between(result["run"].get("start_date"), result["run"].get("end_date"))
+    return {
+        "per_task": per_task,
+        "batches": len(spans),
+        "batch_span": float(np.median(spans)) if spans else 0.0,
+        "batch_busy": float(busy.median()) if len(busy) else 0.0,
+        "task_overhead": float(per_task.loc["make_batches", "median"]) if "make_batches" in per_task.index else None,
+        "queue_wait": float(frame["queue_wait"].median()),
+        "tasks": len(frame),
+        "failed": sorted(frame.loc[frame["state"] != "success", "task_id"].unique().tolist()),
+        "start_to_end": start_to_end,
+    }
+
+
+def run_dag_benchmarks(args: argparse.Namespace) -> list[dict]:
+    """Backfill a warehouse with the CLI, then time the DAG for one session per batch size."""
+    work = Path(args.work_dir) if args.work_dir else Path(tempfile.mkdtemp(prefix="cloudscale-dag-"))
+    work.mkdir(parents=True, exist_ok=True)
+    symbols = benchmark_symbols(args.symbols)
+    first, last = sessions_back(LAST_SESSION, args.years, 1)  # the DAG run adds LAST_SESSION
+    data_dir = work / f"peers-data-{args.symbols}x{args.years:g}"  # the same files as --peers
+    if not (data_dir / "COMPLETE").is_file():
+        shutil.rmtree(data_dir, ignore_errors=True)
+        write_synthetic_universe(data_dir, symbols, first, LAST_SESSION)
+        (data_dir / "COMPLETE").write_text("")
+    base = work / f"dag-base-{args.symbols}x{args.years:g}.db"
+    if not base.is_file():
+        logger.info("backfilling the DAG's warehouse: %d symbols, %s..%s", len(symbols), first, last)
+        partial = work / "dag-base.partial.db"
+        partial.unlink(missing_ok=True)
+        run_cli_backfill(work, partial, data_dir, symbols, first, last, 125)
+        partial.rename(base)
+    results = []
+    for batch_size in args.dag_batch_sizes:
+        warehouse = work / "dag-warehouse.db"
+        shutil.copyfile(base, warehouse)
+        shutil.rmtree(work / "dag-state", ignore_errors=True)
+        env = stack_env(work, data_dir, warehouse, batch_size)
+        base_url = f"http://127.0.0.1:{DAG_PORTS['AIRFLOW_PORT']}"
+        logger.info("starting the local stack (BATCH_SIZE=%d)", batch_size)
+        started = subprocess.run([str(RUN_LOCAL), "start"], env=env, capture_output=True, text=True, cwd=PROJECT_ROOT)
+        try:
+            if started.returncode != 0:
+                raise RuntimeError(f"run-local.sh start failed:\n{started.stdout[-2000:]}\n{started.stderr[-2000:]}")
+            result = time_one_dag_run(base_url, symbols, LAST_SESSION)
+        finally:
+            subprocess.run([str(RUN_LOCAL), "stop"], env=env, capture_output=True, text=True, cwd=PROJECT_ROOT)
+        conn = sqlite3.connect(warehouse)
+        loaded = conn.execute(
+            "SELECT COUNT(*) FROM fact_daily_prices WHERE trade_date = ?", (LAST_SESSION.isoformat(),)
+        ).fetchone()[0]
+        conn.close()
+        summary = summarise_dag_run(result)
+        logger.info("DAG, BATCH_SIZE=%d: %s in %.1f s, %d rows", batch_size, result["state"], result["wall"], loaded)
+        results.append({"batch_size": batch_size, "result": result, "summary": summary, "rows": loaded})
+    return results
+
+
+def dag_section(results: list[dict], machine: dict[str, str], args: argparse.Namespace) -> str:
+    """The Markdown of the DAG benchmark: wall time per batch size, then every task's durations."""
+    sizes = " ".join(str(size) for size in args.dag_batch_sizes)
+    lines = [
+        DAGS_BEGIN,
+        f"Run on {machine['date']} ({machine['cpus']} CPUs) with `nice python scripts/benchmark.py --dag "
+        f"--symbols {args.symbols} --years {args.years:g} --dag-batch-sizes {sizes}`: daily_etl_pipeline on the "
+        f"local stack (scripts/run-local.sh, LocalExecutor, parallelism 3), one session ({LAST_SESSION}) of "
+        f"{args.symbols} symbols from the file source, on a warehouse holding the {args.years:g} years before it; "
+        f"timed from the trigger (REST API) to the run's end. Machine load before: {os.getloadavg()[0]:.2f}.",
+        "",
+        "| BATCH_SIZE | state | rows loaded | trigger to end | task instances | mapped batches | "
+        "median batch: first start to load end | median batch: sum of its 3 task durations | "
+        "median queued-to-start wait | a task doing nothing (`make_batches`) |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for item in results:
+        summary, result = item["summary"], item["result"]
+        overhead = summary["task_overhead"]
+        lines.append(
+            f"| {item['batch_size']} | {result['state']} | {item['rows']} | {result['wall']:.1f} s "
+            f"| {summary['tasks']} | {summary['batches']} | {summary['batch_span']:.1f} s "
+            f"| {summary['batch_busy']:.1f} s | {summary['queue_wait']:.1f} s "
+            f"| {'n/a' if overhead is None else f'{overhead:.1f} s'} |"
+        )
+    for item in results:
+        lines += ["", f"Per task, BATCH_SIZE={item['batch_size']} (durations from the REST API):", ""]
+        lines += ["| task | instances | median | total | median queued-to-start |", "|---|---|---|---|---|"]
+        for task_id, row in item["summary"]["per_task"].iterrows():
+            cells = [str(int(row["count"])), *(f"{row[name]:.1f} s" for name in ("median", "total", "wait"))]
+            lines.append(f"| {task_id} | " + " | ".join(cells) + " |")
+    lines.append(DAGS_END)
+    return "\n".join(lines)
+
+
+def write_marked_section(path: Path, begin: str, end: str, title: str, section: str) -> None:
+    """Put a generated section in the report: in place of its previous text, else before '## Results'."""
     text = path.read_text() if path.is_file() else ""
-    if PEERS_BEGIN in text and PEERS_END in text:
-        head, rest = text.split(PEERS_BEGIN, 1)
-        text = head + section + rest.split(PEERS_END, 1)[1]
+    if begin in text and end in text:
+        head, rest = text.split(begin, 1)
+        text = head + section + rest.split(end, 1)[1]
     elif "## Results" in text:
         head, rest = text.split("## Results", 1)
-        text = head + "## Against real peers (issue 22)\n\n" + section + "\n\n## Results" + rest
+        text = head + f"## {title}\n\n" + section + "\n\n## Results" + rest
     else:
-        text = text + "\n## Against real peers (issue 22)\n\n" + section + "\n"
+        text = text + f"\n## {title}\n\n" + section + "\n"
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(text)
 
@@ -1033,6 +1224,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="only the peers (tutorial script, dlt -> DuckDB/SQLite) next to the project; --repeats rounds",
     )
     parser.add_argument(
+        "--dag", action="store_true", help="only the DAG on the local stack (scripts/run-local.sh), one session"
+    )
+    parser.add_argument(
+        "--dag-batch-sizes", type=int, nargs="+", default=[10, 125], help="BATCH_SIZE of each timed DAG run"
+    )
+    parser.add_argument(
         "--peer-cache", default=str(DEFAULT_PEER_CACHE), help="where the peers' own virtualenv is created"
     )
     return parser
@@ -1046,7 +1243,12 @@ def main(argv: list[str] | None = None) -> int:
     machine = machine_description()
     if args.peers:
         section = peers_section(run_peer_benchmarks(args), machine, args)
-        write_peers_section(args.out, section)
+        write_marked_section(args.out, PEERS_BEGIN, PEERS_END, "Against real peers (issue 22)", section)
+        print(section)
+        return 0
+    if args.dag:
+        section = dag_section(run_dag_benchmarks(args), machine, args)
+        write_marked_section(args.out, DAGS_BEGIN, DAGS_END, "The DAG on the local stack (issue 22)", section)
         print(section)
         return 0
     rows = run_benchmarks(args)
