@@ -38,6 +38,7 @@ import os
 import platform
 import re
 import shutil
+import signal
 import sqlite3
 import subprocess
 import sys
@@ -570,17 +571,27 @@ class TimedRun:
     rows: int
 
 
-def run_timed(command: list[str], env: dict[str, str]) -> TimedRun:
-    """Run a command as a child process; time it and read its peak memory (ru_maxrss and sampled)."""
+def run_timed(command: list[str], env: dict[str, str], timeout: float, cwd: Path = PROJECT_ROOT) -> TimedRun | None:
+    """Run a command as a child process; time it and read its peak memory (ru_maxrss and sampled).
+
+    Returns None when it ran longer than `timeout` seconds: it is then stopped (SIGKILL to its
+    process group: dlt catches SIGTERM and finishes its step first).
+    """
     with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
         began = time.perf_counter()
-        child = subprocess.Popen(command, cwd=PROJECT_ROOT, env=env, stdout=out, stderr=err, text=True)
+        child = subprocess.Popen(command, cwd=cwd, env=env, stdout=out, stderr=err, text=True, start_new_session=True)
         tree_bytes = 0
         while True:
             # wait4 (not Popen.wait) because it hands back the child's resource usage.
             pid, status, usage = os.wait4(child.pid, os.WNOHANG)
             if pid:
                 break
+            if time.perf_counter() - began > timeout:
+                os.killpg(child.pid, signal.SIGKILL)
+                os.wait4(child.pid, 0)
+                child.returncode = -signal.SIGKILL
+                logger.warning("%s ran longer than %.0f s: stopped", command[1:3], timeout)
+                return None
             tree_bytes = max(tree_bytes, process_tree_rss(child.pid))
             time.sleep(MEMORY_SAMPLE_SECONDS)
         seconds = time.perf_counter() - began
@@ -607,17 +618,20 @@ class PeerSetup:
     data_dir: Path
     symbols: list[str]
     python: Path
+    before: Path | None = None  # another checkout of the project, timed as the contestant "before"
 
 
 def contestant_command(key: str, store: Path, start: date, end: date, setup: PeerSetup) -> tuple[list[str], dict]:
     """The command line and environment of one contestant's run over start..end into `store` (a folder)."""
     symbols = ",".join(setup.symbols)
     dates = ["--start", start.isoformat(), "--end", end.isoformat()]
-    if key in ("project", "project_125"):
+    if key in ("project", "project_125", "before"):
         (setup.work / "benchmark.env").write_text("")
         batch_size = 125 if key == "project_125" else Settings().batch_size
         env = pipeline_env(setup.work, store / "warehouse.db", setup.data_dir, batch_size)
         env["STATE_DIR"] = str(store / "state")
+        if key == "before":
+            env["PYTHONPATH"] = str(setup.before)
         command = [sys.executable, "-m", "src.pipeline", "run", "--symbols", symbols, *dates,
                    "--source", "file", "--data-dir", str(setup.data_dir), "--no-progress"]  # fmt: skip
         return command, env
@@ -638,7 +652,7 @@ SPOT_COLUMNS = ["symbol", "trade_date", "sma_20", "sma_50", "sma_200", "rsi_14"]
 def read_contestant_rows(key: str, store: Path, symbols: list[str], python: Path) -> tuple[int, pd.DataFrame]:
     """(rows stored in total, the indicator rows of `symbols`) from one contestant's warehouse."""
     marks = ", ".join("?" for _ in symbols)
-    if key in ("project", "project_125"):
+    if key in ("project", "project_125", "before"):
         path = store / "warehouse.db"
         count_sql = "SELECT COUNT(*) FROM fact_daily_prices"
         rows_sql = (
@@ -708,7 +722,10 @@ def run_peer_benchmarks(args: argparse.Namespace) -> dict:
         shutil.rmtree(data_dir, ignore_errors=True)
         write_synthetic_universe(data_dir, symbols, first, LAST_SESSION)
         (data_dir / "COMPLETE").write_text("")
-    setup = PeerSetup(work, data_dir, symbols, peer_python(Path(args.peer_cache)))
+    before = Path(args.before).resolve() if args.before else None
+    setup = PeerSetup(work, data_dir, symbols, peer_python(Path(args.peer_cache)), before)
+    if before is not None:
+        CONTESTANTS["before"] = f"before: {args.before_label or before.name} (default)"
     sessions = len(nyse_calendar().sessions_in_range(pd.Timestamp(first), pd.Timestamp(last)))
     expected = {"backfill": sessions * len(symbols), "rerun": sessions * len(symbols), "daily": len(symbols)}
     ranges = {"backfill": (first, last), "rerun": (first, last), "daily": (LAST_SESSION, LAST_SESSION)}
@@ -716,6 +733,7 @@ def run_peer_benchmarks(args: argparse.Namespace) -> dict:
     memory: dict[str, TimedRun] = {}
     rounds: list[dict] = []
     checks: dict[str, dict] = {}
+    stopped: set[tuple[str, str]] = set()  # (job, contestant) runs that ran out of time
     for number in range(args.repeats):
         round_dir = work / "peers-round"
         shutil.rmtree(round_dir, ignore_errors=True)
@@ -724,8 +742,15 @@ def run_peer_benchmarks(args: argparse.Namespace) -> dict:
             for key in CONTESTANTS:
                 store = round_dir / key
                 store.mkdir(parents=True, exist_ok=True)
+                if (job, key) in stopped:
+                    continue  # it ran out of time in an earlier round: not again
                 command, env = contestant_command(key, store, start, end, setup)
-                run = run_timed(command, env)
+                cwd = setup.before if key == "before" else PROJECT_ROOT
+                run = run_timed(command, env, args.peer_timeout, cwd)
+                if run is None:
+                    stopped.add((job, key))
+                    best[job, key] = float("inf")
+                    continue
                 if run.rows != expected[job]:
                     raise RuntimeError(f"{key} {job}: loaded {run.rows} rows, expected {expected[job]}")
                 logger.info("round %d %-8s %-12s %6.1f s  %5.0f MB", number + 1, job, key, run.seconds, run.maxrss_mb)
@@ -758,8 +783,11 @@ def peers_section(results: dict, machine: dict[str, str], args: argparse.Namespa
     ]
     for job, label in PEER_JOBS.items():
         fastest = min(best[job, key] for key in CONTESTANTS)
-        cells = [(f"**{best[job, key]:.1f} s**" if best[job, key] == fastest else f"{best[job, key]:.1f} s")
-                 for key in CONTESTANTS]  # fmt: skip
+        cells = [
+            f"> {args.peer_timeout:.0f} s (stopped)" if best[job, key] == float("inf")
+            else (f"**{best[job, key]:.1f} s**" if best[job, key] == fastest else f"{best[job, key]:.1f} s")
+            for key in CONTESTANTS
+        ]  # fmt: skip
         lines.append(f"| {label.format(**names)} | " + " | ".join(cells) + " |")
     peak = " | ".join(f"{memory[key].maxrss_mb:,.0f} MB" for key in CONTESTANTS)
     tree = " | ".join(f"{memory[key].tree_mb:,.0f} MB" for key in CONTESTANTS)
@@ -793,6 +821,12 @@ def peers_section(results: dict, machine: dict[str, str], args: argparse.Namespa
             f"| {default[0]} | {default[1]} | {default[2]:,.{digits}f}{unit} | {'yes' if default[3] else 'NO'} "
             f"| {other[2]:,.{digits}f}{unit} | {'yes' if other[3] else 'NO'} |"
         )
+    if "before" in CONTESTANTS:
+        lines += ["", f"Side by side with {CONTESTANTS['before']}, same rounds (after / before):", ""]
+        lines += ["| job | before | after | after / before |", "|---|---|---|---|"]
+        for job, label in PEER_JOBS.items():
+            after, earlier = best[job, "project"], best[job, "before"]
+            lines.append(f"| {label.format(**names)} | {earlier:.1f} s | {after:.1f} s | {after / earlier:.2f}x |")
     lines += ["", "Spot check of each contestant's rows after round 1 (3 symbols, every row; reference: pandas "
               "rolling mean for the SMAs, TA-Lib's Wilder RSI over the whole range):", "",
               "| contestant | rows stored | count right | SMA 20/50/200 max abs diff | RSI 14 max abs diff vs TA-Lib |",
@@ -1229,6 +1263,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--dag-batch-sizes", type=int, nargs="+", default=[10, 125], help="BATCH_SIZE of each timed DAG run"
     )
+    parser.add_argument(
+        "--peer-timeout", type=float, default=600.0, help="seconds after which one contestant's run is stopped"
+    )
+    parser.add_argument(
+        "--before", help="with --peers: a checkout of an earlier commit, timed as one more contestant (side by side)"
+    )
+    parser.add_argument("--before-label", help="what to call the --before checkout in the table (e.g. a commit)")
     parser.add_argument(
         "--peer-cache", default=str(DEFAULT_PEER_CACHE), help="where the peers' own virtualenv is created"
     )
