@@ -854,7 +854,6 @@ RUN_LOCAL = PROJECT_ROOT / "scripts" / "run-local.sh"
 DAG_ID = "daily_etl_pipeline"
 # Ports of their own, so a developer's local stack (8080, 5000, ...) may keep running.
 DAG_PORTS = {"AIRFLOW_PORT": 8390, "MOTO_PORT": 5390, "MOCK_AV_PORT": 8391, "SLACK_PORT": 8392}
-DAG_RUN_TIMEOUT_SECONDS = 1800
 DAGS_BEGIN = "<!-- dag results: begin (written by scripts/benchmark.py --dag) -->"
 DAGS_END = "<!-- dag results: end -->"
 
@@ -898,8 +897,17 @@ def seconds_between(start: str | None, end: str | None) -> float | None:
     return (pd.Timestamp(end) - pd.Timestamp(start)).total_seconds()
 
 
-def time_one_dag_run(base_url: str, symbols: list[str], session: date) -> dict:
-    """Trigger one run for `session`, wait for its end; return its wall time and task instances."""
+def time_one_dag_run(base_url: str, symbols: list[str], session: date, timeout: float) -> dict:
+    """Trigger one run for `session`, wait for its end; return its wall time and task instances.
+
+    A run still going after `timeout` seconds is marked failed through the API (Airflow then
+    stops its tasks) and reported as stopped, with the tasks it had finished.
+    """
+    # A run left over from an interrupted benchmark would go first (max_active_runs=1): end it.
+    leftovers = airflow_api(base_url, "GET", f"/dags/{DAG_ID}/dagRuns?state=running&state=queued")["dag_runs"]
+    for leftover in leftovers:
+        path = f"/dags/{DAG_ID}/dagRuns/{urllib.parse.quote(leftover['dag_run_id'], safe='')}"
+        airflow_api(base_url, "PATCH", path, {"state": "failed"})
     airflow_api(base_url, "PATCH", f"/dags/{DAG_ID}", {"is_paused": False})
     conf = {"symbols": symbols, "source": "file", "start": session.isoformat(), "end": session.isoformat()}
     began = time.perf_counter()
@@ -909,12 +917,19 @@ def time_one_dag_run(base_url: str, symbols: list[str], session: date) -> dict:
         state = airflow_api(base_url, "GET", run_path)["state"]
         if state in ("success", "failed"):
             break
-        if time.perf_counter() - began > DAG_RUN_TIMEOUT_SECONDS:
-            raise RuntimeError(f"DAG run {run['dag_run_id']} still {state} after {DAG_RUN_TIMEOUT_SECONDS} s")
+        if time.perf_counter() - began > timeout:
+            airflow_api(base_url, "PATCH", run_path, {"state": "failed"})
+            state = f"stopped after {timeout:.0f} s"
+            break
         time.sleep(1.0)
     wall = time.perf_counter() - began
     details = airflow_api(base_url, "GET", run_path)
-    instances = airflow_api(base_url, "GET", f"{run_path}/taskInstances?limit=1000")["task_instances"]
+    instances: list[dict] = []
+    while True:  # the API hands out at most 100 per page ([api] maximum_page_limit)
+        page = airflow_api(base_url, "GET", f"{run_path}/taskInstances?limit=100&offset={len(instances)}")
+        instances += page["task_instances"]
+        if not page["task_instances"] or len(instances) >= page["total_entries"]:
+            break
     return {"run_id": run["dag_run_id"], "state": state, "wall": wall, "run": details, "instances": instances}
 
 
@@ -926,7 +941,9 @@ def summarise_dag_run(result: dict) -> dict:
     whose own work is nothing (so its duration is what any task costs: a process, the task
     runner, the imports, the API calls that record it).
     """
-    frame = pd.DataFrame(result["instances"])
+    everything = pd.DataFrame(result["instances"])
+    # Tasks a stopped run never finished have no duration: only the finished ones are timed.
+    frame = everything[everything["state"] == "success"].copy()
     frame["seconds"] = frame["duration"].astype(float)
     frame["queue_wait"] = [
         seconds_between(q, s) for q, s in zip(frame["queued_when"], frame["start_date"], strict=True)
@@ -935,7 +952,9 @@ def summarise_dag_run(result: dict) -> dict:
         count=("seconds", "size"), median=("seconds", "median"), total=("seconds", "sum"), wait=("queue_wait", "median")
     )
     mapped = frame[frame["task_id"].str.startswith("etl_batch.")]
-    batches = mapped.groupby("map_index")
+    # A batch counts once its load finished (all three of its tasks did).
+    done = set(mapped.loc[mapped["task_id"] == "etl_batch.load", "map_index"])
+    batches = mapped[mapped["map_index"].isin(done)].groupby("map_index")
     spans = [
         seconds_between(group["start_date"].min(), group["end_date"].max()) for _, group in batches
     ]  # first extract start to load end, per batch
@@ -948,8 +967,7 @@ def summarise_dag_run(result: dict) -> dict:
         "batch_busy": float(busy.median()) if len(busy) else 0.0,
         "task_overhead": float(per_task.loc["make_batches", "median"]) if "make_batches" in per_task.index else None,
         "queue_wait": float(frame["queue_wait"].median()),
-        "tasks": len(frame),
-        "failed": sorted(frame.loc[frame["state"] != "success", "task_id"].unique().tolist()),
+        "tasks": f"{len(frame)} of {len(everything)}",
         "start_to_end": start_to_end,
     }
 
@@ -984,7 +1002,7 @@ def run_dag_benchmarks(args: argparse.Namespace) -> list[dict]:
         try:
             if started.returncode != 0:
                 raise RuntimeError(f"run-local.sh start failed:\n{started.stdout[-2000:]}\n{started.stderr[-2000:]}")
-            result = time_one_dag_run(base_url, symbols, LAST_SESSION)
+            result = time_one_dag_run(base_url, symbols, LAST_SESSION, args.dag_timeout)
         finally:
             subprocess.run([str(RUN_LOCAL), "stop"], env=env, capture_output=True, text=True, cwd=PROJECT_ROOT)
         conn = sqlite3.connect(warehouse)
@@ -1009,7 +1027,7 @@ def dag_section(results: list[dict], machine: dict[str, str], args: argparse.Nam
         f"{args.symbols} symbols from the file source, on a warehouse holding the {args.years:g} years before it; "
         f"timed from the trigger (REST API) to the run's end. Machine load before: {os.getloadavg()[0]:.2f}.",
         "",
-        "| BATCH_SIZE | state | rows loaded | trigger to end | task instances | mapped batches | "
+        "| BATCH_SIZE | state | rows loaded | trigger to end | task instances finished | mapped batches finished | "
         "median batch: first start to load end | median batch: sum of its 3 task durations | "
         "median queued-to-start wait | a task doing nothing (`make_batches`) |",
         "|---|---|---|---|---|---|---|---|---|---|",
@@ -1262,6 +1280,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--dag-batch-sizes", type=int, nargs="+", default=[10, 125], help="BATCH_SIZE of each timed DAG run"
+    )
+    parser.add_argument(
+        "--dag-timeout", type=float, default=900.0, help="seconds after which a DAG run is stopped (reported as such)"
     )
     parser.add_argument(
         "--peer-timeout", type=float, default=600.0, help="seconds after which one contestant's run is stopped"
