@@ -88,7 +88,13 @@ def test_benchmark_writes_every_row_with_sane_ratios(tmp_path):
     assert rows["airflow_dag"][3] in ("yes", "NO", "n/a")
 
 
-PEER_COLUMNS = ["this project (default)", "`BATCH_SIZE=125`", "dlt → DuckDB", "tutorial", "dlt → SQLite"]
+PEER_COLUMNS = [
+    "this project (default, `BATCH_SIZE=125`)",
+    "`BATCH_SIZE=10`",
+    "dlt → DuckDB",
+    "tutorial",
+    "dlt → SQLite",
+]
 
 
 @pytest.mark.integration
