@@ -1026,7 +1026,8 @@ def dag_section(results: list[dict], machine: dict[str, str], args: argparse.Nam
         f"--symbols {args.symbols} --years {args.years:g} --dag-batch-sizes {sizes}`: daily_etl_pipeline on the "
         f"local stack (scripts/run-local.sh, LocalExecutor, parallelism 3), one session ({LAST_SESSION}) of "
         f"{args.symbols} symbols from the file source, on a warehouse holding the {args.years:g} years before it; "
-        f"timed from the trigger (REST API) to the run's end. Machine load before: {os.getloadavg()[0]:.2f}.",
+        f"timed from the trigger (REST API) to the run's end. "
+        f"Machine load (1-minute) when it ended: {os.getloadavg()[0]:.2f}.",
         "",
         "| BATCH_SIZE | state | rows loaded | trigger to end | task instances finished | mapped batches finished | "
         "median batch: first start to load end | median batch: sum of its 3 task durations | "
