@@ -711,8 +711,12 @@ def spot_check(key: str, store: Path, setup: PeerSetup, expected_rows: int, star
     return {"rows": count, "rows_ok": count == expected_rows, "sma_diff": sma_diff, "rsi_diff": rsi_diff}
 
 
-def run_peer_benchmarks(args: argparse.Namespace) -> dict:
-    """Time every contestant on every job, in turns, `args.repeats` rounds; return the results."""
+def run_peer_benchmarks(args: argparse.Namespace, machine: dict[str, str]) -> dict:
+    """Time every contestant on every job, in turns, `args.repeats` rounds; return the results.
+
+    The report's section is rewritten after every round, so a long run stopped early still
+    leaves the rounds it finished (the text says how many).
+    """
     work = Path(args.work_dir) if args.work_dir else Path(tempfile.mkdtemp(prefix="cloudscale-peers-"))
     work.mkdir(parents=True, exist_ok=True)
     symbols = benchmark_symbols(args.symbols)
@@ -763,8 +767,12 @@ def run_peer_benchmarks(args: argparse.Namespace) -> dict:
         if number == 0:
             checks = {key: spot_check(key, round_dir / key, setup, sessions * len(symbols) + len(symbols), first)
                       for key in CONTESTANTS}  # fmt: skip
+            logger.info("spot check: %s", checks)
+        results = {"best": best, "memory": memory, "rounds": rounds, "checks": checks, "bars": sessions * len(symbols)}
+        section = peers_section(results, machine, args)
+        write_marked_section(args.out, PEERS_BEGIN, PEERS_END, "Against real peers (issue 22)", section)
     shutil.rmtree(work / "peers-round", ignore_errors=True)
-    return {"best": best, "memory": memory, "rounds": rounds, "checks": checks, "bars": sessions * len(symbols)}
+    return results
 
 
 def peers_section(results: dict, machine: dict[str, str], args: argparse.Namespace) -> str:
@@ -777,7 +785,7 @@ def peers_section(results: dict, machine: dict[str, str], args: argparse.Namespa
         f"`nice python scripts/benchmark.py --peers --symbols {args.symbols} --years {args.years:g} "
         f"--repeats {args.repeats}`: {args.symbols} synthetic symbols x {args.years:g} years "
         f"({results['bars']:,} bars), file source, every contestant a process of its own, in turns, "
-        f"best of {args.repeats}.",
+        f"best of {len(results['rounds'])} (of {args.repeats} asked).",
         "",
         "| job | " + " | ".join(CONTESTANTS.values()) + " |",
         "|---|" + "---|" * len(CONTESTANTS),
@@ -1306,8 +1314,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.getLogger("src").setLevel(logging.WARNING)
     machine = machine_description()
     if args.peers:
-        section = peers_section(run_peer_benchmarks(args), machine, args)
-        write_marked_section(args.out, PEERS_BEGIN, PEERS_END, "Against real peers (issue 22)", section)
+        section = peers_section(run_peer_benchmarks(args, machine), machine, args)
         print(section)
         return 0
     if args.dag:
