@@ -31,18 +31,21 @@ Usage:
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import logging
 import os
 import platform
 import re
 import shutil
+import signal
 import sqlite3
 import subprocess
 import sys
 import tempfile
 import threading
 import time
+import urllib.parse
 import urllib.request
 from dataclasses import dataclass
 from datetime import date
@@ -52,7 +55,7 @@ import numpy as np
 import pandas as pd
 import psutil
 
-from src.config import load_settings
+from src.config import Settings, load_settings
 from src.ingestion.sources import fetch_batch
 from src.local_stack.mock_alpha_vantage import start_mock_server
 from src.local_stack.synthetic_data import write_synthetic_universe
@@ -505,6 +508,574 @@ def write_report(path: Path, rows: list[Row], machine: dict[str, str], args: arg
     path.write_text((head.rstrip() + "\n\n" if head.strip() else "") + "\n".join(lines) + "\n")
 
 
+# --- Against real peers (issue 22): --peers ---------------------------------------------------
+#
+# The project next to what a user would write or pick instead, each run as its own process on
+# the same CSV files: the tutorial script (pandas + `ta` + `to_sql` upsert) and dlt into DuckDB
+# and into SQLite (scripts/peers/). The peers run in their own virtualenv, created here once.
+
+PEERS_DIR = PROJECT_ROOT / "scripts" / "peers"
+PEER_REQUIREMENTS = PEERS_DIR / "peer-requirements.txt"
+DEFAULT_PEER_CACHE = Path.home() / ".cache" / "cloudscale-bench"
+# The contestants, in the order they take turns (and the table's columns).
+CONTESTANTS = {
+    "project": "this project (default, `BATCH_SIZE=125`)",
+    "project_10": "`BATCH_SIZE=10` (the default before issue 22)",
+    "dlt_duckdb": "dlt → DuckDB",
+    "tutorial": "tutorial: pandas + `ta` + `to_sql` upsert",
+    "dlt_sqlite": "dlt → SQLite",
+}
+PEER_JOBS = {
+    "backfill": "backfill {years:g} years",
+    "rerun": "rerun of the unchanged range (every row a conflict)",
+    "daily": "daily: one new session × {symbols} symbols on the {years:g}-year warehouse",
+}
+PEERS_BEGIN = "<!-- peers results: begin (written by scripts/benchmark.py --peers) -->"
+PEERS_END = "<!-- peers results: end -->"
+
+
+def peer_python(cache_dir: Path) -> Path:
+    """The peers' virtualenv python, created once per requirements file (about 30 s with PyPI).
+
+    Args:
+        cache_dir: where the virtualenv lives (named after a hash of the requirements, so a
+            change of a pin makes a new one).
+
+    Returns:
+        The path of its python executable.
+    """
+    digest = hashlib.sha256(PEER_REQUIREMENTS.read_bytes()).hexdigest()[:12]
+    venv = cache_dir / f"peers-venv-{digest}"
+    python = venv / "bin" / "python"
+    if (venv / "COMPLETE").is_file():
+        return python
+    logger.info("installing the peers' virtualenv into %s (dlt, ta, pandas; once)", venv)
+    shutil.rmtree(venv, ignore_errors=True)
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+    subprocess.run(
+        [str(python), "-m", "pip", "install", "--quiet", "--disable-pip-version-check", "-r", str(PEER_REQUIREMENTS)],
+        check=True,
+    )
+    (venv / "COMPLETE").write_text("")
+    return python
+
+
+@dataclass
+class TimedRun:
+    """One contestant's run of one job: wall time, memory, what it printed."""
+
+    seconds: float
+    maxrss_mb: float  # the kernel's ru_maxrss: the largest single process of the run
+    tree_mb: float  # the sum over the process tree, sampled (the CLI runs a worker process)
+    rows: int
+
+
+def run_timed(command: list[str], env: dict[str, str], timeout: float, cwd: Path = PROJECT_ROOT) -> TimedRun | None:
+    """Run a command as a child process; time it and read its peak memory (ru_maxrss and sampled).
+
+    Returns None when it ran longer than `timeout` seconds: it is then stopped (SIGKILL to its
+    process group: dlt catches SIGTERM and finishes its step first).
+    """
+    with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
+        began = time.perf_counter()
+        child = subprocess.Popen(command, cwd=cwd, env=env, stdout=out, stderr=err, text=True, start_new_session=True)
+        tree_bytes = 0
+        while True:
+            # wait4 (not Popen.wait) because it hands back the child's resource usage.
+            pid, status, usage = os.wait4(child.pid, os.WNOHANG)
+            if pid:
+                break
+            if time.perf_counter() - began > timeout:
+                os.killpg(child.pid, signal.SIGKILL)
+                os.wait4(child.pid, 0)
+                child.returncode = -signal.SIGKILL
+                logger.warning("%s ran longer than %.0f s: stopped", command[1:3], timeout)
+                return None
+            tree_bytes = max(tree_bytes, process_tree_rss(child.pid))
+            time.sleep(MEMORY_SAMPLE_SECONDS)
+        seconds = time.perf_counter() - began
+        child.returncode = os.waitstatus_to_exitcode(status)
+        out.seek(0)
+        err.seek(0)
+        stdout, stderr = out.read(), err.read()
+    if child.returncode != 0:
+        raise RuntimeError(f"{command[1:3]} failed (exit {child.returncode}):\n{stdout[-2000:]}\n{stderr[-3000:]}")
+    match = re.search(r"rows loaded\s+(\d+)", stdout)
+    return TimedRun(
+        seconds=seconds,
+        maxrss_mb=usage.ru_maxrss / 1024,  # KiB on Linux
+        tree_mb=tree_bytes / 1024 / 1024,
+        rows=int(match.group(1)) if match else -1,
+    )
+
+
+@dataclass
+class PeerSetup:
+    """What every contestant's command needs: the input, the symbols, the peers' python, the work folder."""
+
+    work: Path
+    data_dir: Path
+    symbols: list[str]
+    python: Path
+    before: Path | None = None  # another checkout of the project, timed as the contestant "before"
+
+
+def contestant_command(key: str, store: Path, start: date, end: date, setup: PeerSetup) -> tuple[list[str], dict]:
+    """The command line and environment of one contestant's run over start..end into `store` (a folder)."""
+    symbols = ",".join(setup.symbols)
+    dates = ["--start", start.isoformat(), "--end", end.isoformat()]
+    if key in ("project", "project_10", "before"):
+        (setup.work / "benchmark.env").write_text("")
+        batch_size = 10 if key == "project_10" else Settings().batch_size
+        env = pipeline_env(setup.work, store / "warehouse.db", setup.data_dir, batch_size)
+        env["STATE_DIR"] = str(store / "state")
+        if key == "before":
+            env["PYTHONPATH"] = str(setup.before)
+            env.pop("BATCH_SIZE")  # the earlier checkout's own default
+        command = [sys.executable, "-m", "src.pipeline", "run", "--symbols", symbols, *dates,
+                   "--source", "file", "--data-dir", str(setup.data_dir), "--no-progress"]  # fmt: skip
+        return command, env
+    env = {"PATH": os.environ.get("PATH", ""), "HOME": str(setup.work), "RUNTIME__DLTHUB_TELEMETRY": "false"}
+    common = ["--data-dir", str(setup.data_dir), "--symbols", symbols, *dates]
+    if key == "tutorial":
+        return [str(setup.python), str(PEERS_DIR / "tutorial_etl.py"), "--db", str(store / "prices.db"), *common], env
+    destination = key.removeprefix("dlt_")
+    database = str(store / f"prices.{destination}")
+    command = [str(setup.python), str(PEERS_DIR / "dlt_etl.py"), "--destination", destination,
+               "--db", database, "--pipelines-dir", str(store / "dlt"), *common]  # fmt: skip
+    return command, env
+
+
+SPOT_COLUMNS = ["symbol", "trade_date", "sma_20", "sma_50", "sma_200", "rsi_14"]
+
+
+def read_contestant_rows(key: str, store: Path, symbols: list[str], python: Path) -> tuple[int, pd.DataFrame]:
+    """(rows stored in total, the indicator rows of `symbols`) from one contestant's warehouse."""
+    marks = ", ".join("?" for _ in symbols)
+    if key in ("project", "project_10", "before"):
+        path = store / "warehouse.db"
+        count_sql = "SELECT COUNT(*) FROM fact_daily_prices"
+        rows_sql = (
+            "SELECT p.symbol, p.trade_date, i.sma_20, i.sma_50, i.sma_200, i.rsi_14 FROM fact_daily_prices p "
+            f"JOIN fact_technical_indicators i USING (symbol, trade_date) WHERE p.symbol IN ({marks})"
+        )
+    else:
+        path = {"tutorial": store / "prices.db", "dlt_sqlite": store / "prices__market.sqlite"}.get(key)
+        table = "market.prices" if key == "dlt_duckdb" else "prices"
+        count_sql = f"SELECT COUNT(*) FROM {table}"
+        rows_sql = f"SELECT {', '.join(SPOT_COLUMNS)} FROM {table} WHERE symbol IN ({marks})"
+    if key == "dlt_duckdb":
+        # DuckDB's file is read with the peers' own duckdb (the project's may be another version).
+        script = (
+            "import duckdb, json, sys; c = duckdb.connect(sys.argv[1], read_only=True); "
+            "print(json.dumps([c.execute(sys.argv[2]).fetchone()[0], c.execute(sys.argv[3], sys.argv[4:]).fetchall()]))"
+        )
+        reply = subprocess.run(
+            [str(python), "-c", script, str(store / "prices.duckdb"), count_sql, rows_sql, *symbols],
+            check=True, capture_output=True, text=True,
+        )  # fmt: skip
+        count, found = json.loads(reply.stdout)
+        return count, pd.DataFrame(found, columns=SPOT_COLUMNS)
+    conn = sqlite3.connect(path)
+    try:
+        count = conn.execute(count_sql).fetchone()[0]
+        found = conn.execute(rows_sql, symbols).fetchall()
+    finally:
+        conn.close()
+    return count, pd.DataFrame(found, columns=SPOT_COLUMNS)
+
+
+def spot_check(key: str, store: Path, setup: PeerSetup, expected_rows: int, start: date) -> dict:
+    """Check one contestant's rows: the count, SMA 20/50/200 exact, RSI against TA-Lib (noted, not judged).
+
+    The reference is computed here from the CSV files: pandas' rolling mean for the SMAs and
+    TA-Lib's RSI (Wilder's, seeded with a simple average) over each sampled symbol's whole range.
+    """
+    import talib  # only this check needs TA-Lib
+
+    sample = [setup.symbols[0], setup.symbols[len(setup.symbols) // 2], setup.symbols[-1]]
+    count, rows = read_contestant_rows(key, store, sample, setup.python)
+    sma_diff = rsi_diff = 0.0
+    for symbol in dict.fromkeys(sample):
+        csv = pd.read_csv(setup.data_dir / f"{symbol}.csv")
+        csv = csv[csv["date"] >= start.isoformat()].reset_index(drop=True)
+        got = csv[["date"]].merge(rows[rows["symbol"] == symbol], left_on="date", right_on="trade_date", how="left")
+        for window in SMA_WINDOWS:
+            reference = csv["close"].rolling(window).mean()
+            sma_diff = max(sma_diff, float((got[f"sma_{window}"].astype(float) - reference).abs().max()))
+            if got[f"sma_{window}"].isna().sum() != reference.isna().sum():
+                sma_diff = float("inf")  # a missing or extra value
+        reference_rsi = talib.RSI(csv["close"].to_numpy(), timeperiod=RSI_PERIOD)
+        rsi_diff = max(rsi_diff, float(np.nanmax(np.abs(got["rsi_14"].astype(float).to_numpy() - reference_rsi))))
+    return {"rows": count, "rows_ok": count == expected_rows, "sma_diff": sma_diff, "rsi_diff": rsi_diff}
+
+
+def run_peer_benchmarks(args: argparse.Namespace, machine: dict[str, str]) -> dict:
+    """Time every contestant on every job, in turns, `args.repeats` rounds; return the results.
+
+    The report's section is rewritten after every round, so a long run stopped early still
+    leaves the rounds it finished (the text says how many).
+    """
+    work = Path(args.work_dir) if args.work_dir else Path(tempfile.mkdtemp(prefix="cloudscale-peers-"))
+    work.mkdir(parents=True, exist_ok=True)
+    symbols = benchmark_symbols(args.symbols)
+    first, last = sessions_back(LAST_SESSION, args.years, 1)  # the daily run adds LAST_SESSION
+    data_dir = work / f"peers-data-{args.symbols}x{args.years:g}"
+    if not (data_dir / "COMPLETE").is_file():
+        logger.info("writing synthetic data: %d symbols, %s..%s", len(symbols), first, LAST_SESSION)
+        shutil.rmtree(data_dir, ignore_errors=True)
+        write_synthetic_universe(data_dir, symbols, first, LAST_SESSION)
+        (data_dir / "COMPLETE").write_text("")
+    before = Path(args.before).resolve() if args.before else None
+    setup = PeerSetup(work, data_dir, symbols, peer_python(Path(args.peer_cache)), before)
+    if before is not None:
+        CONTESTANTS["before"] = f"before: {args.before_label or before.name} (its default)"
+    sessions = len(nyse_calendar().sessions_in_range(pd.Timestamp(first), pd.Timestamp(last)))
+    expected = {"backfill": sessions * len(symbols), "rerun": sessions * len(symbols), "daily": len(symbols)}
+    ranges = {"backfill": (first, last), "rerun": (first, last), "daily": (LAST_SESSION, LAST_SESSION)}
+    best: dict[tuple[str, str], float] = {}
+    memory: dict[str, TimedRun] = {}
+    rounds: list[dict] = []
+    checks: dict[str, dict] = {}
+    stopped: set[tuple[str, str]] = set()  # (job, contestant) runs that ran out of time
+    for number in range(args.repeats):
+        round_dir = work / "peers-round"
+        shutil.rmtree(round_dir, ignore_errors=True)
+        loads = {"before": os.getloadavg()[0]}
+        for job, (start, end) in ranges.items():
+            for key in CONTESTANTS:
+                store = round_dir / key
+                store.mkdir(parents=True, exist_ok=True)
+                if (job, key) in stopped:
+                    continue  # it ran out of time in an earlier round: not again
+                command, env = contestant_command(key, store, start, end, setup)
+                cwd = setup.before if key == "before" else PROJECT_ROOT
+                run = run_timed(command, env, args.peer_timeout, cwd)
+                if run is None:
+                    stopped.add((job, key))
+                    best[job, key] = float("inf")
+                    continue
+                if run.rows != expected[job]:
+                    raise RuntimeError(f"{key} {job}: loaded {run.rows} rows, expected {expected[job]}")
+                logger.info("round %d %-8s %-12s %6.1f s  %5.0f MB", number + 1, job, key, run.seconds, run.maxrss_mb)
+                best[job, key] = min(run.seconds, best.get((job, key), run.seconds))
+                if key not in memory or run.maxrss_mb > memory[key].maxrss_mb:
+                    memory[key] = run
+            loads[job] = os.getloadavg()[0]
+        rounds.append(loads)
+        if number == 0:
+            checks = {key: spot_check(key, round_dir / key, setup, sessions * len(symbols) + len(symbols), first)
+                      for key in CONTESTANTS}  # fmt: skip
+            logger.info("spot check: %s", checks)
+        results = {"best": best, "memory": memory, "rounds": rounds, "checks": checks, "bars": sessions * len(symbols)}
+        section = peers_section(results, machine, args)
+        write_marked_section(args.out, PEERS_BEGIN, PEERS_END, "Against real peers (issue 22)", section)
+    shutil.rmtree(work / "peers-round", ignore_errors=True)
+    return results
+
+
+def peers_section(results: dict, machine: dict[str, str], args: argparse.Namespace) -> str:
+    """The Markdown of the peers' results: the issue's table regenerated, the targets, memory, checks, load."""
+    best, memory = results["best"], results["memory"]
+    names = {"symbols": args.symbols, "years": args.years}
+    lines = [
+        PEERS_BEGIN,
+        f"Run on {machine['date']} ({machine['cpus']} CPUs, {machine['cpu_model']}) with "
+        f"`nice python scripts/benchmark.py --peers --symbols {args.symbols} --years {args.years:g} "
+        f"--repeats {args.repeats}`: {args.symbols} synthetic symbols x {args.years:g} years "
+        f"({results['bars']:,} bars), file source, every contestant a process of its own, in turns, "
+        f"best of {len(results['rounds'])} (of {args.repeats} asked).",
+        "",
+        "| job | " + " | ".join(CONTESTANTS.values()) + " |",
+        "|---|" + "---|" * len(CONTESTANTS),
+    ]
+    for job, label in PEER_JOBS.items():
+        fastest = min(best[job, key] for key in CONTESTANTS)
+        cells = [
+            f"> {args.peer_timeout:.0f} s (stopped)" if best[job, key] == float("inf")
+            else (f"**{best[job, key]:.1f} s**" if best[job, key] == fastest else f"{best[job, key]:.1f} s")
+            for key in CONTESTANTS
+        ]  # fmt: skip
+        lines.append(f"| {label.format(**names)} | " + " | ".join(cells) + " |")
+    peak = " | ".join(f"{memory[key].maxrss_mb:,.0f} MB" for key in CONTESTANTS)
+    tree = " | ".join(f"{memory[key].tree_mb:,.0f} MB" for key in CONTESTANTS)
+    lines += [
+        f"| peak memory (ru_maxrss, largest process) | {peak} |",
+        f"| peak memory (process tree, sampled) | {tree} |",
+    ]
+
+    def judged(variant: str) -> list[tuple[str, str, float, bool]]:
+        """(target, line, value, met) for one project variant."""
+        own = {job: best[job, variant] for job in PEER_JOBS}
+        mb = max(memory[variant].maxrss_mb, memory[variant].tree_mb)
+        daily_vs_tutorial = own["daily"] / best["daily", "tutorial"]
+        backfill_vs_dlt = own["backfill"] / best["backfill", "dlt_duckdb"]
+        rerun_vs_backfill = own["rerun"] / own["backfill"]
+        rerun_vs_dlt = own["rerun"] / best["rerun", "dlt_duckdb"]
+        return [
+            ("daily vs the tutorial script", "<= 0.5x", daily_vs_tutorial, daily_vs_tutorial <= 0.5),
+            ("daily, start-up included", "<= 4 s idle", own["daily"], own["daily"] <= 4.0),
+            ("backfill vs dlt → DuckDB", "<= 0.9x", backfill_vs_dlt, backfill_vs_dlt <= 0.9),
+            ("rerun vs its own backfill", "<= 0.5x", rerun_vs_backfill, rerun_vs_backfill <= 0.5),
+            ("rerun vs dlt → DuckDB", "<= 0.9x", rerun_vs_dlt, rerun_vs_dlt <= 0.9),
+            ("peak memory (MB)", "<= 1,536", round(mb), mb <= 1536),
+        ]
+
+    lines += ["", "| target | | default (125) | met | `BATCH_SIZE=10` | met |", "|---|---|---|---|---|---|"]
+    for default, other in zip(judged("project"), judged("project_10"), strict=True):
+        unit = "s" if "start-up" in default[0] else ("" if "memory" in default[0] else "x")
+        digits = 0 if "memory" in default[0] else 2
+        lines.append(
+            f"| {default[0]} | {default[1]} | {default[2]:,.{digits}f}{unit} | {'yes' if default[3] else 'NO'} "
+            f"| {other[2]:,.{digits}f}{unit} | {'yes' if other[3] else 'NO'} |"
+        )
+    if "before" in CONTESTANTS:
+        lines += ["", f"Side by side with {CONTESTANTS['before']}, same rounds (after / before):", ""]
+        lines += ["| job | before | after | after / before |", "|---|---|---|---|"]
+        for job, label in PEER_JOBS.items():
+            after, earlier = best[job, "project"], best[job, "before"]
+            lines.append(f"| {label.format(**names)} | {earlier:.1f} s | {after:.1f} s | {after / earlier:.2f}x |")
+    lines += ["", "Spot check of each contestant's rows after round 1 (3 symbols, every row; reference: pandas "
+              "rolling mean for the SMAs, TA-Lib's Wilder RSI over the whole range):", "",
+              "| contestant | rows stored | count right | SMA 20/50/200 max abs diff | RSI 14 max abs diff vs TA-Lib |",
+              "|---|---|---|---|---|"]  # fmt: skip
+    for key, label in CONTESTANTS.items():
+        check = results["checks"][key]
+        lines.append(f"| {label} | {check['rows']:,} | {'yes' if check['rows_ok'] else 'NO'} "
+                     f"| {check['sma_diff']:.1e} | {check['rsi_diff']:.2g} |")  # fmt: skip
+    loads = "; ".join(
+        f"round {number}: " + ", ".join(f"{name} {value:.2f}" for name, value in loads.items())
+        for number, loads in enumerate(results["rounds"], start=1)
+    )
+    lines += ["", f"Machine load (1-minute `os.getloadavg`, before the round and after each job): {loads}.", PEERS_END]
+    return "\n".join(lines)
+
+
+# --- The DAG on the local stack (issue 22): --dag --------------------------------------------
+#
+# scripts/run-local.sh starts Airflow (api-server, scheduler, dag-processor, triggerer), moto
+# and the stand-ins on their own ports and folders under the work folder; the benchmark then
+# triggers daily_etl_pipeline for one session of every symbol (file source) on a warehouse
+# backfilled with the years before it, and reads each task's times from Airflow's REST API.
+
+RUN_LOCAL = PROJECT_ROOT / "scripts" / "run-local.sh"
+DAG_ID = "daily_etl_pipeline"
+# Ports of their own, so a developer's local stack (8080, 5000, ...) may keep running.
+DAG_PORTS = {"AIRFLOW_PORT": 8390, "MOTO_PORT": 5390, "MOCK_AV_PORT": 8391, "SLACK_PORT": 8392}
+DAGS_BEGIN = "<!-- dag results: begin (written by scripts/benchmark.py --dag) -->"
+DAGS_END = "<!-- dag results: end -->"
+
+
+def airflow_api(base_url: str, method: str, path: str, body: dict | None = None) -> dict:
+    """Call Airflow's REST API on the local stack (no login there); return the JSON reply."""
+    data = json.dumps(body).encode() if body is not None else None
+    request = urllib.request.Request(
+        f"{base_url}/api/v2{path}", data=data, method=method, headers={"Content-Type": "application/json"}
+    )
+    with urllib.request.urlopen(request, timeout=60) as reply:
+        return json.load(reply)
+
+
+def stack_env(work: Path, data_dir: Path, warehouse: Path, batch_size: int) -> dict[str, str]:
+    """The environment run-local.sh gets: own ports and folders, the benchmark's data, BATCH_SIZE."""
+    env = {name: value for name, value in os.environ.items() if not name.startswith("AIRFLOW")}
+    env.update({name: str(port) for name, port in DAG_PORTS.items()})
+    (work / "benchmark.env").write_text("")
+    env.update(
+        {
+            "LOCAL_STACK_DIR": str(work / "dag-stack"),
+            "OFFLINE_DATA_DIR": str(data_dir),
+            "SQLITE_PATH": str(warehouse),
+            "STATE_DIR": str(work / "dag-state"),
+            "ALERTS_LOG": str(work / "dag-alerts.log"),
+            "PIPELINE_ENV_FILE": str(work / "benchmark.env"),
+            "BATCH_SIZE": str(batch_size),
+            "LOG_LEVEL": "WARNING",
+            # Only the run the benchmark triggers, no scheduled one.
+            "AIRFLOW__SCHEDULER__USE_JOB_SCHEDULE": "False",
+        }
+    )
+    return env
+
+
+def seconds_between(start: str | None, end: str | None) -> float | None:
+    """Seconds from one ISO timestamp of the API to another (None when either is missing)."""
+    if not start or not end:
+        return None
+    return (pd.Timestamp(end) - pd.Timestamp(start)).total_seconds()
+
+
+def time_one_dag_run(base_url: str, symbols: list[str], session: date, timeout: float) -> dict:
+    """Trigger one run for `session`, wait for its end; return its wall time and task instances.
+
+    A run still going after `timeout` seconds is marked failed through the API (Airflow then
+    stops its tasks) and reported as stopped, with the tasks it had finished.
+    """
+    # A run left over from an interrupted benchmark would go first (max_active_runs=1): end it.
+    leftovers = airflow_api(base_url, "GET", f"/dags/{DAG_ID}/dagRuns?state=running&state=queued")["dag_runs"]
+    for leftover in leftovers:
+        path = f"/dags/{DAG_ID}/dagRuns/{urllib.parse.quote(leftover['dag_run_id'], safe='')}"
+        airflow_api(base_url, "PATCH", path, {"state": "failed"})
+    airflow_api(base_url, "PATCH", f"/dags/{DAG_ID}", {"is_paused": False})
+    conf = {"symbols": symbols, "source": "file", "start": session.isoformat(), "end": session.isoformat()}
+    began = time.perf_counter()
+    run = airflow_api(base_url, "POST", f"/dags/{DAG_ID}/dagRuns", {"logical_date": None, "conf": conf})
+    run_path = f"/dags/{DAG_ID}/dagRuns/{urllib.parse.quote(run['dag_run_id'], safe='')}"
+    while True:
+        state = airflow_api(base_url, "GET", run_path)["state"]
+        if state in ("success", "failed"):
+            break
+        if time.perf_counter() - began > timeout:
+            airflow_api(base_url, "PATCH", run_path, {"state": "failed"})
+            state = f"stopped after {timeout:.0f} s"
+            break
+        time.sleep(1.0)
+    wall = time.perf_counter() - began
+    details = airflow_api(base_url, "GET", run_path)
+    instances: list[dict] = []
+    while True:  # the API hands out at most 100 per page ([api] maximum_page_limit)
+        page = airflow_api(base_url, "GET", f"{run_path}/taskInstances?limit=100&offset={len(instances)}")
+        instances += page["task_instances"]
+        if not page["task_instances"] or len(instances) >= page["total_entries"]:
+            break
+    return {"run_id": run["dag_run_id"], "state": state, "wall": wall, "run": details, "instances": instances}
+
+
+def summarise_dag_run(result: dict) -> dict:
+    """Per task: count, median and total duration, median wait from queued to start; per mapped batch.
+
+    Airflow's overhead per task is estimated two ways: the median wait between a task being
+    queued and starting (the scheduler and executor), and the duration of `make_batches`, a task
+    whose own work is nothing (so its duration is what any task costs: a process, the task
+    runner, the imports, the API calls that record it).
+    """
+    everything = pd.DataFrame(result["instances"])
+    # Tasks a stopped run never finished have no duration: only the finished ones are timed.
+    frame = everything[everything["state"] == "success"].copy()
+    frame["seconds"] = frame["duration"].astype(float)
+    frame["queue_wait"] = [
+        seconds_between(q, s) for q, s in zip(frame["queued_when"], frame["start_date"], strict=True)
+    ]
+    per_task = frame.groupby("task_id").agg(
+        count=("seconds", "size"), median=("seconds", "median"), total=("seconds", "sum"), wait=("queue_wait", "median")
+    )
+    mapped = frame[frame["task_id"].str.startswith("etl_batch.")]
+    # A batch counts once its load finished (all three of its tasks did).
+    done = set(mapped.loc[mapped["task_id"] == "etl_batch.load", "map_index"])
+    batches = mapped[mapped["map_index"].isin(done)].groupby("map_index")
+    spans = [
+        seconds_between(group["start_date"].min(), group["end_date"].max()) for _, group in batches
+    ]  # first extract start to load end, per batch
+    busy = batches["seconds"].sum()
+    start_to_end = seconds_between(result["run"].get("start_date"), result["run"].get("end_date"))
+    return {
+        "per_task": per_task,
+        "batches": len(spans),
+        "batch_span": float(np.median(spans)) if spans else 0.0,
+        "batch_busy": float(busy.median()) if len(busy) else 0.0,
+        "task_overhead": float(per_task.loc["make_batches", "median"]) if "make_batches" in per_task.index else None,
+        "queue_wait": float(frame["queue_wait"].median()),
+        "tasks": f"{len(frame)} of {len(everything)}",
+        "start_to_end": start_to_end,
+    }
+
+
+def run_dag_benchmarks(args: argparse.Namespace) -> list[dict]:
+    """Backfill a warehouse with the CLI, then time the DAG for one session per batch size."""
+    work = Path(args.work_dir) if args.work_dir else Path(tempfile.mkdtemp(prefix="cloudscale-dag-"))
+    work.mkdir(parents=True, exist_ok=True)
+    symbols = benchmark_symbols(args.symbols)
+    first, last = sessions_back(LAST_SESSION, args.years, 1)  # the DAG run adds LAST_SESSION
+    data_dir = work / f"peers-data-{args.symbols}x{args.years:g}"  # the same files as --peers
+    if not (data_dir / "COMPLETE").is_file():
+        shutil.rmtree(data_dir, ignore_errors=True)
+        write_synthetic_universe(data_dir, symbols, first, LAST_SESSION)
+        (data_dir / "COMPLETE").write_text("")
+    base = work / f"dag-base-{args.symbols}x{args.years:g}.db"
+    if not base.is_file():
+        logger.info("backfilling the DAG's warehouse: %d symbols, %s..%s", len(symbols), first, last)
+        partial = work / "dag-base.partial.db"
+        partial.unlink(missing_ok=True)
+        run_cli_backfill(work, partial, data_dir, symbols, first, last, 125)
+        partial.rename(base)
+    results = []
+    for batch_size in args.dag_batch_sizes:
+        warehouse = work / "dag-warehouse.db"
+        shutil.copyfile(base, warehouse)
+        shutil.rmtree(work / "dag-state", ignore_errors=True)
+        env = stack_env(work, data_dir, warehouse, batch_size)
+        base_url = f"http://127.0.0.1:{DAG_PORTS['AIRFLOW_PORT']}"
+        logger.info("starting the local stack (BATCH_SIZE=%d)", batch_size)
+        started = subprocess.run([str(RUN_LOCAL), "start"], env=env, capture_output=True, text=True, cwd=PROJECT_ROOT)
+        try:
+            if started.returncode != 0:
+                raise RuntimeError(f"run-local.sh start failed:\n{started.stdout[-2000:]}\n{started.stderr[-2000:]}")
+            result = time_one_dag_run(base_url, symbols, LAST_SESSION, args.dag_timeout)
+        finally:
+            subprocess.run([str(RUN_LOCAL), "stop"], env=env, capture_output=True, text=True, cwd=PROJECT_ROOT)
+        conn = sqlite3.connect(warehouse)
+        loaded = conn.execute(
+            "SELECT COUNT(*) FROM fact_daily_prices WHERE trade_date = ?", (LAST_SESSION.isoformat(),)
+        ).fetchone()[0]
+        conn.close()
+        summary = summarise_dag_run(result)
+        logger.info("DAG, BATCH_SIZE=%d: %s in %.1f s, %d rows", batch_size, result["state"], result["wall"], loaded)
+        results.append({"batch_size": batch_size, "result": result, "summary": summary, "rows": loaded})
+    return results
+
+
+def dag_section(results: list[dict], machine: dict[str, str], args: argparse.Namespace) -> str:
+    """The Markdown of the DAG benchmark: wall time per batch size, then every task's durations."""
+    sizes = " ".join(str(size) for size in args.dag_batch_sizes)
+    lines = [
+        DAGS_BEGIN,
+        f"Run on {machine['date']} ({machine['cpus']} CPUs) with `nice python scripts/benchmark.py --dag "
+        f"--symbols {args.symbols} --years {args.years:g} --dag-batch-sizes {sizes}`: daily_etl_pipeline on the "
+        f"local stack (scripts/run-local.sh, LocalExecutor, parallelism 3), one session ({LAST_SESSION}) of "
+        f"{args.symbols} symbols from the file source, on a warehouse holding the {args.years:g} years before it; "
+        f"timed from the trigger (REST API) to the run's end. "
+        f"Machine load (1-minute) when it ended: {os.getloadavg()[0]:.2f}.",
+        "",
+        "| BATCH_SIZE | state | rows loaded | trigger to end | task instances finished | mapped batches finished | "
+        "median batch: first start to load end | median batch: sum of its 3 task durations | "
+        "median queued-to-start wait | a task doing nothing (`make_batches`) |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for item in results:
+        summary, result = item["summary"], item["result"]
+        overhead = summary["task_overhead"]
+        lines.append(
+            f"| {item['batch_size']} | {result['state']} | {item['rows']} | {result['wall']:.1f} s "
+            f"| {summary['tasks']} | {summary['batches']} | {summary['batch_span']:.1f} s "
+            f"| {summary['batch_busy']:.1f} s | {summary['queue_wait']:.1f} s "
+            f"| {'n/a' if overhead is None else f'{overhead:.1f} s'} |"
+        )
+    for item in results:
+        lines += ["", f"Per task, BATCH_SIZE={item['batch_size']} (durations from the REST API):", ""]
+        lines += ["| task | instances | median | total | median queued-to-start |", "|---|---|---|---|---|"]
+        for task_id, row in item["summary"]["per_task"].iterrows():
+            cells = [str(int(row["count"])), *(f"{row[name]:.1f} s" for name in ("median", "total", "wait"))]
+            lines.append(f"| {task_id} | " + " | ".join(cells) + " |")
+    lines.append(DAGS_END)
+    return "\n".join(lines)
+
+
+def write_marked_section(path: Path, begin: str, end: str, title: str, section: str) -> None:
+    """Put a generated section in the report: in place of its previous text, else before '## Results'."""
+    text = path.read_text() if path.is_file() else ""
+    if begin in text and end in text:
+        head, rest = text.split(begin, 1)
+        text = head + section + rest.split(end, 1)[1]
+    elif "## Results" in text:
+        head, rest = text.split("## Results", 1)
+        text = head + f"## {title}\n\n" + section + "\n\n## Results" + rest
+    else:
+        text = text + f"\n## {title}\n\n" + section + "\n"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+
+
 # --- Main --------------------------------------------------------------------------------------
 
 
@@ -709,6 +1280,30 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--work-dir", help="folder for data and databases (default: a new temporary folder)")
     parser.add_argument("--out", type=Path, default=DEFAULT_REPORT, help="the Markdown report to (re)write")
+    parser.add_argument(
+        "--peers",
+        action="store_true",
+        help="only the peers (tutorial script, dlt -> DuckDB/SQLite) next to the project; --repeats rounds",
+    )
+    parser.add_argument(
+        "--dag", action="store_true", help="only the DAG on the local stack (scripts/run-local.sh), one session"
+    )
+    parser.add_argument(
+        "--dag-batch-sizes", type=int, nargs="+", default=[10, 125], help="BATCH_SIZE of each timed DAG run"
+    )
+    parser.add_argument(
+        "--dag-timeout", type=float, default=900.0, help="seconds after which a DAG run is stopped (reported as such)"
+    )
+    parser.add_argument(
+        "--peer-timeout", type=float, default=600.0, help="seconds after which one contestant's run is stopped"
+    )
+    parser.add_argument(
+        "--before", help="with --peers: a checkout of an earlier commit, timed as one more contestant (side by side)"
+    )
+    parser.add_argument("--before-label", help="what to call the --before checkout in the table (e.g. a commit)")
+    parser.add_argument(
+        "--peer-cache", default=str(DEFAULT_PEER_CACHE), help="where the peers' own virtualenv is created"
+    )
     return parser
 
 
@@ -718,6 +1313,15 @@ def main(argv: list[str] | None = None) -> int:
     # The pipeline's own INFO lines (one per batch and step) would drown the benchmark's.
     logging.getLogger("src").setLevel(logging.WARNING)
     machine = machine_description()
+    if args.peers:
+        section = peers_section(run_peer_benchmarks(args, machine), machine, args)
+        print(section)
+        return 0
+    if args.dag:
+        section = dag_section(run_dag_benchmarks(args), machine, args)
+        write_marked_section(args.out, DAGS_BEGIN, DAGS_END, "The DAG on the local stack (issue 22)", section)
+        print(section)
+        return 0
     rows = run_benchmarks(args)
     write_report(args.out, rows, machine, args)
     for row in rows:

@@ -63,7 +63,9 @@ class Settings:
     # --- Sources -----------------------------------------------------------------
     data_sources: tuple[str, ...] = ("alpha_vantage", "yahoo")
     symbols: tuple[str, ...] = tuple(DEFAULT_SYMBOLS.split(","))
-    batch_size: int = 10
+    # 125, not 10: each Airflow task costs seconds of its own (a process, imports, API calls),
+    # which 10 symbols' work does not repay (docs/benchmarks.md, "The DAG on the local stack").
+    batch_size: int = 125
     prepare_in_background: bool = True
     file_source_dir: Path = PROJECT_ROOT / "data" / "offline"
     # A hole of more than this many missing NYSE sessions restarts every indicator's warm-up.

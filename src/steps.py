@@ -67,7 +67,7 @@ from src.stop_signals import RunInterrupted, watch_stop_signals
 from src.storage.warehouse import Warehouse, open_warehouse
 from src.transformation.indicators_vectorised import LOOKBACK_ROWS
 from src.transformation.transform import QUARANTINE_COLUMNS, transform_prices
-from src.transformation.warehouse_rows import build_warehouse_rows
+from src.transformation.warehouse_rows import build_warehouse_rows, unchanged_symbols
 
 logger = logging.getLogger(__name__)
 
@@ -532,9 +532,22 @@ def load_prices(
     # and a failure anywhere leaves none of the batch, so the counts returned are the rows written.
     with warehouse.load_transaction():
         stored = pd.DataFrame(columns=["symbol", "trade_date"])
+        to_load = clean
         if symbols:
             stored = warehouse.read_lookback(symbols, before=clean["trade_date"].min(), rows=LOOKBACK_ROWS)
-        frames = build_warehouse_rows(clean, quarantine, stored, run_id, loaded_at or utc_now_iso(), max_gap_sessions)
+            # A rerun of an unchanged range: the symbols whose rows are all stored as they are
+            # would be written again unchanged, so they are skipped (warehouse_rows.unchanged_symbols).
+            unchanged = unchanged_symbols(clean, stored)
+            if unchanged:
+                logger.info("load: run %s skips %d symbols whose rows are stored unchanged", run_id, len(unchanged))
+                to_load = clean[~clean["symbol"].isin(unchanged)]
+                stored = stored[stored["symbol"].isin(set(to_load["symbol"]))]
+                if not to_load.empty and to_load["trade_date"].min() != clean["trade_date"].min():
+                    # The lookback must end just before the first date still to load (the RSI
+                    # continues from the last row before it): read it again for that date.
+                    remaining = sorted(to_load["symbol"].unique().tolist())
+                    stored = warehouse.read_lookback(remaining, before=to_load["trade_date"].min(), rows=LOOKBACK_ROWS)
+        frames = build_warehouse_rows(to_load, quarantine, stored, run_id, loaded_at or utc_now_iso(), max_gap_sessions)
         if frames:
             written = warehouse.load_batch(frames)
             logger.info("load: run %s wrote %s", run_id, written)

@@ -38,6 +38,9 @@ PRICE_COLUMNS = VALID_COLUMNS
 # week's and month's close (for period_return) is in the frame. The stored lookback always
 # covers it: its 200 sessions span far more than 62 days.
 AGGREGATE_LOOKBACK_DAYS = 62
+# What decides a price row: its values and where they came from. Its quality flags, indicators
+# and weekly/monthly bars all follow from these and from the stored rows before it.
+COMPARED_COLUMNS = ["open", "high", "low", "close", "volume", "source"]
 
 
 def _combine(stored: pd.DataFrame, new: pd.DataFrame) -> pd.DataFrame:
@@ -49,6 +52,37 @@ def _combine(stored: pd.DataFrame, new: pd.DataFrame) -> pd.DataFrame:
     combined = pd.concat([stored[PRICE_COLUMNS], new[PRICE_COLUMNS]], ignore_index=True)
     combined = combined.drop_duplicates(["symbol", "trade_date"], keep="last")
     return combined.sort_values(["symbol", "trade_date"]).reset_index(drop=True)
+
+
+def unchanged_symbols(clean: pd.DataFrame, stored: pd.DataFrame) -> set[str]:
+    """The symbols whose every clean row is already stored with the same prices and source.
+
+    Loading such a symbol again would compute and write exactly what is stored: its flags,
+    indicators and bars follow from its prices and the rows before them, which are stored
+    and unchanged too. So a rerun of an unchanged range can skip it (doing less, not doing
+    it cleverly): the usual rerun then writes nothing, and rows keep the audit columns
+    (run_id, loaded_at) of the run that last changed them, as the upsert does for an
+    unchanged row anyway. A symbol with any new or different row is loaded as usual.
+
+    Args:
+        clean: the batch's clean prices.
+        stored: `warehouse.read_lookback(...)` for the batch (rows on or after the first new date included).
+
+    Returns:
+        The symbols to skip (empty when nothing is stored).
+    """
+    if clean.empty or stored.empty:
+        return set()
+    keys = ["symbol", "trade_date"]
+    compared = clean[keys + COMPARED_COLUMNS].merge(
+        stored[keys + COMPARED_COLUMNS], on=keys, how="left", suffixes=("", "_stored")
+    )
+    same = pd.Series(True, index=compared.index)
+    for name in COMPARED_COLUMNS:
+        # A row that is not stored has NaN there and compares unequal.
+        same &= (compared[name] == compared[f"{name}_stored"]).fillna(False).astype(bool)
+    all_same = same.groupby(compared["symbol"]).all()
+    return set(all_same.index[all_same.to_numpy()])
 
 
 def build_warehouse_rows(

@@ -86,3 +86,58 @@ def test_benchmark_writes_every_row_with_sane_ratios(tmp_path):
         assert rows[key][3] in ("yes", "NO", "n/a" if key == "daily_long_vs_short" else "yes")
     # The Airflow figure comes from docs/local-stack.md when that document states one.
     assert rows["airflow_dag"][3] in ("yes", "NO", "n/a")
+
+
+PEER_COLUMNS = [
+    "this project (default, `BATCH_SIZE=125`)",
+    "`BATCH_SIZE=10`",
+    "dlt → DuckDB",
+    "tutorial",
+    "dlt → SQLite",
+]
+
+
+@pytest.mark.integration
+@pytest.mark.timeout(420)
+def test_benchmark_peers_run_every_contestant_and_check_their_rows(tmp_path):
+    """`--peers` with 3 symbols x 1 year: every contestant runs every job and stores the right rows.
+
+    The peers' virtualenv (dlt, ta) is installed from PyPI by the benchmark itself the first time
+    (about 30 s here), into the default cache folder, so later runs reuse it.
+    """
+    report_path = tmp_path / "benchmarks.md"
+    # A previous peers section (between its markers) is replaced, the text around it kept.
+    report_path.write_text(
+        "# Benchmarks\n\nhand-written text\n\n## Against real peers (issue 22)\n\n"
+        "<!-- peers results: begin (written by scripts/benchmark.py --peers) -->\nstale figures\n"
+        "<!-- peers results: end -->\n\n## Results\n\nold table\n"
+    )
+    command = [
+        sys.executable, str(PROJECT_ROOT / "scripts" / "benchmark.py"), "--peers",
+        "--symbols", "3", "--years", "1", "--repeats", "1",
+        "--work-dir", str(tmp_path / "work"), "--out", str(report_path),
+    ]  # fmt: skip
+    finished = subprocess.run(command, cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=400)
+    assert finished.returncode == 0, finished.stderr[-3000:]
+
+    report = report_path.read_text()
+    assert report.index("hand-written text") < report.index("## Against real peers") < report.index("## Results")
+    assert "old table" in report and "stale figures" not in report
+    assert report.count("## Against real peers") == 1
+    lines = report.splitlines()
+    header = next(line for line in lines if line.startswith("| job |"))
+    for column in PEER_COLUMNS:
+        assert column in header
+    for job in ("| backfill 1 years |", "| rerun of the unchanged range", "| daily: one new session × 3 symbols"):
+        row = next(line for line in lines if line.startswith(job))
+        seconds = [float(value) for value in re.findall(r"(\d+\.\d) s", row)]
+        assert len(seconds) == len(PEER_COLUMNS) and all(value > 0 for value in seconds), row
+    # Spot check: every contestant stored 3 x (sessions + 1) rows, and its SMAs are exact.
+    first_check = next(number for number, line in enumerate(lines) if line.startswith("| contestant | rows stored"))
+    checks = lines[first_check + 2 : first_check + 2 + len(PEER_COLUMNS)]
+    for line in checks:
+        cells = [cell.strip() for cell in line.strip("|").split("|")]
+        assert cells[2] == "yes", line
+        assert cells[1] == f"{3 * 251:,}", line  # 3 symbols x (250 backfilled sessions + the daily one)
+        assert float(cells[3]) < 1e-9, line
+    assert "Machine load" in report and "round 1:" in report

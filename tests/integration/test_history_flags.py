@@ -211,3 +211,50 @@ def test_the_health_check_cli_names_a_symbol_with_a_hole(tmp_path):
     history = next(check for check in report["checks"] if check["name"] == "history_completeness")
     assert completed.returncode == 1
     assert history["ok"] is False and history["figures"]["sessions_missing"] == 21
+
+
+def all_columns(db: Path) -> dict[str, pd.DataFrame]:
+    """Every data table with every column, audit columns included, ordered by its primary key."""
+    with sqlite3.connect(db) as conn:
+        return {
+            name: pd.read_sql_query(f"SELECT * FROM {name} ORDER BY {', '.join(TABLES[name].primary_key)}", conn)
+            for name in DATA_TABLES
+        }
+
+
+def test_a_rerun_of_an_unchanged_range_skips_every_symbol_and_changes_nothing(tmp_path, caplog):
+    db = tmp_path / "warehouse.db"
+    pieces = [pd.concat([real_rows("IBM", "2011-06-01", "2012-12-31"), real_rows("MSFT", "2011-06-01", "2012-12-31")])]
+    load(db, pieces)
+    before = all_columns(db)
+    caplog.set_level("INFO", logger="src.steps")
+    load(db, pieces)  # the same rows again, as run-0 again
+    assert "skips 2 symbols whose rows are stored unchanged" in caplog.text
+    after = all_columns(db)
+    for name in DATA_TABLES:
+        pd.testing.assert_frame_equal(after[name], before[name], obj=name)
+
+
+def test_a_rerun_with_one_changed_close_equals_a_full_load_of_the_changed_data(tmp_path, caplog):
+    ibm = real_rows("IBM", "2011-06-01", "2012-12-31")
+    msft = real_rows("MSFT", "2011-06-01", "2012-12-31")
+    changed = msft.copy()
+    day = changed["trade_date"] == "2012-09-14"
+    corrected = float((changed.loc[day, "high"] + changed.loc[day, "low"]).iloc[0]) / 2  # a corrected print
+    assert corrected != float(msft.loc[day, "close"].iloc[0])
+    changed.loc[day, "close"] = corrected
+    # The rerun: IBM's whole range unchanged (skipped), MSFT only from June 2012 on, with the
+    # correction; its first date is later than IBM's, so the lookback is read again for it.
+    rerun = pd.concat([ibm[ibm["trade_date"] >= "2012-01-03"], changed[changed["trade_date"] >= "2012-06-01"]])
+    incremental, full = tmp_path / "incremental.db", tmp_path / "full.db"
+    load(incremental, [pd.concat([ibm, msft])])
+    caplog.set_level("INFO", logger="src.steps")
+    load(incremental, [rerun])
+    assert "skips 1 symbols whose rows are stored unchanged" in caplog.text
+    load(full, [pd.concat([ibm, changed])])
+    assert_same_warehouse(full, incremental)
+    with sqlite3.connect(incremental) as conn:
+        close = conn.execute(
+            "SELECT close FROM fact_daily_prices WHERE symbol = 'MSFT' AND trade_date = '2012-09-14'"
+        ).fetchone()[0]
+    assert close == corrected

@@ -47,4 +47,4 @@ def test_the_example_values_load_as_valid_settings():
     settings = config.load_settings(env_file=ROOT / ".env.example", overrides={})
     assert settings.data_sources == ("alpha_vantage", "yahoo")
     assert settings.alpha_vantage_api_key == ""
-    assert settings.batch_size == 10
+    assert settings.batch_size == 125
