@@ -82,6 +82,8 @@ class Settings:
     # --- HTTP (the one retry helper uses these) ------------------------------------
     http_connect_timeout: float = 5.0
     http_read_timeout: float = 30.0
+    # The most one HTTP try may take, body included (a trickling server never trips the read timeout).
+    http_total_timeout: float = 60.0
     http_max_tries: int = 3
     http_backoff_seconds: float = 2.0
     http_max_response_bytes: int = 20_000_000
@@ -185,6 +187,7 @@ NUMBER_VARIABLES = {
     "YAHOO_MAX_RETRIES": ("yahoo_max_retries", int, 1),
     "HTTP_CONNECT_TIMEOUT": ("http_connect_timeout", float, 0.1),
     "HTTP_READ_TIMEOUT": ("http_read_timeout", float, 0.1),
+    "HTTP_TOTAL_TIMEOUT": ("http_total_timeout", float, 0.1),
     "HTTP_MAX_TRIES": ("http_max_tries", int, 1),
     "HTTP_BACKOFF_SECONDS": ("http_backoff_seconds", float, 0),
     "HTTP_MAX_RESPONSE_BYTES": ("http_max_response_bytes", int, 1024),
