@@ -4,7 +4,8 @@ Alpha Vantage answers almost everything with HTTP 200, errors included, so the s
 tells us little. Every reply is sorted into one class by `classify_reply` (its top-level keys
 first, then careful text matching), and each class has one action:
 
-    data             {"Meta Data": ..., "Time Series (Daily)": {...}}  -> parse (values stay strings)
+    data             {"Meta Data": ..., "Time Series (Daily)": {...}}  -> parse (values stay strings);
+                     a reply whose "2. Symbol" is not the symbol asked is refused; fall back
     throttled        {"Information": "... (1 request per second) ..."}  -> wait 60 s, retry (2 times at most)
                      (any short-window limit: per second/minute, call frequency or volume)
     quota_exhausted  {"Information": "... 25 requests per day ..."}     -> mark today used up; fall back
@@ -446,6 +447,14 @@ def fetch_daily_prices(
             sleep(THROTTLE_WAIT_SECONDS)
             continue
         _raise_for_reply(reply_class, message, symbol, wanted, quota)
+
+    replied_symbol = str(payload[META_KEY].get("2. Symbol", "")).strip().upper()
+    if replied_symbol != symbol:
+        # A proxy or cache mix-up: these prices belong to another symbol; storing them under
+        # `symbol` would be wrong data reported as success.
+        reason = f"the reply is for {replied_symbol or 'no symbol'}, not {symbol}; refused"
+        logger.warning("%s %s: %s", SOURCE_NAME, wanted, reason)
+        raise SourceUnavailableError(reason, symbol=symbol, source=SOURCE_NAME)
 
     all_prices = parse_daily_prices(payload, symbol)
     # Rows with a bad date key stay in: the validator quarantines them (see select_range).
