@@ -154,6 +154,28 @@ def _to_path(raw: str) -> Path:
     return path if path.is_absolute() else PROJECT_ROOT / path
 
 
+def _check_http_url(name: str, url: str) -> str:
+    """Return `url` if it is a usable http(s) URL with a host and a valid port, else raise.
+
+    Catches typos (`htp://`, no scheme, port 99999, no host) when the settings load, with
+    the variable named, instead of a requests exception deep inside the first call.
+
+    Raises:
+        ConfigurationError: the URL cannot be used.
+    """
+    example = "e.g. https://www.alphavantage.co/query"
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https"):
+        raise ConfigurationError(f"{name} must start with http:// or https:// ({example}); got {url!r}")
+    try:
+        parts.port  # noqa: B018 - raises ValueError for a port that is not a number in 0..65535
+    except ValueError:
+        raise ConfigurationError(f"{name} has an invalid port (1 to 65535 allowed, {example}); got {url!r}") from None
+    if not parts.hostname:
+        raise ConfigurationError(f"{name} has no host name ({example}); got {url!r}")
+    return url
+
+
 def _to_list(raw: str) -> tuple[str, ...]:
     """Split 'a, b ,c' into ('a', 'b', 'c'), dropping empty items."""
     return tuple(item.strip() for item in raw.split(",") if item.strip())
@@ -278,6 +300,8 @@ def load_settings(env_file: str | os.PathLike | None = None, overrides: dict | N
                 raise ConfigurationError(f"{name} must be {' or '.join(allowed)}, got {chosen[field_name]!r}")
     if "log_level" in chosen:
         chosen["log_level"] = str(chosen["log_level"]).upper()
+    if "alpha_vantage_base_url" in chosen:
+        _check_http_url("ALPHA_VANTAGE_BASE_URL", str(chosen["alpha_vantage_base_url"]))
     if "airflow_base_url" in chosen:
         chosen["airflow_base_url"] = str(chosen["airflow_base_url"]).rstrip("/")
 

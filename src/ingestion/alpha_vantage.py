@@ -306,6 +306,7 @@ def _get_reply(
         The parsed JSON, or None when the body is not JSON (HTML page, cut-off body).
 
     Raises:
+        ConfigurationError: ALPHA_VANTAGE_BASE_URL is not usable (bad URL, a redirect loop).
         QuotaExhaustedError: a retry would go over today's quota (raised by _CallMeter).
         SourceUnavailableError: every HTTP try failed, or a non-retryable HTTP status came back.
     """
@@ -329,6 +330,18 @@ def _get_reply(
     except QuotaExhaustedError as exc:
         logger.warning("%s %s: %s", SOURCE_NAME, wanted, exc.reason)
         raise
+    except requests.TooManyRedirects as exc:
+        # The URL leads nowhere: no retry or other symbol would fare better, so stop the run.
+        raise ConfigurationError(
+            f"ALPHA_VANTAGE_BASE_URL {settings.alpha_vantage_base_url!r} redirects in a loop "
+            f"({redact(exc, settings.secrets())}); check the URL (e.g. https://www.alphavantage.co/query)"
+        ) from None
+    except (requests.exceptions.InvalidURL, requests.exceptions.InvalidSchema, requests.exceptions.MissingSchema) as exc:
+        # Settings built without load_settings() (tests, code) skip its URL check: say it here too.
+        raise ConfigurationError(
+            f"ALPHA_VANTAGE_BASE_URL {settings.alpha_vantage_base_url!r} is not a usable URL "
+            f"({redact(exc, settings.secrets())}); e.g. https://www.alphavantage.co/query"
+        ) from None
     except HttpRequestError as exc:  # its message is already redacted
         logger.warning("%s %s: giving up: %s", SOURCE_NAME, wanted, exc)
         raise SourceUnavailableError(str(exc), symbol=symbol, source=SOURCE_NAME) from exc
