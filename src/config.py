@@ -85,6 +85,8 @@ class Settings:
     # --- HTTP (the one retry helper uses these) ------------------------------------
     http_connect_timeout: float = 5.0
     http_read_timeout: float = 30.0
+    # The most one HTTP try may take, body included (a trickling server never trips the read timeout).
+    http_total_timeout: float = 60.0
     http_max_tries: int = 3
     http_backoff_seconds: float = 2.0
     http_max_response_bytes: int = 20_000_000
@@ -155,6 +157,28 @@ def _to_path(raw: str) -> Path:
     return path if path.is_absolute() else PROJECT_ROOT / path
 
 
+def _check_http_url(name: str, url: str) -> str:
+    """Return `url` if it is a usable http(s) URL with a host and a valid port, else raise.
+
+    Catches typos (`htp://`, no scheme, port 99999, no host) when the settings load, with
+    the variable named, instead of a requests exception deep inside the first call.
+
+    Raises:
+        ConfigurationError: the URL cannot be used.
+    """
+    example = "e.g. https://www.alphavantage.co/query"
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https"):
+        raise ConfigurationError(f"{name} must start with http:// or https:// ({example}); got {url!r}")
+    try:
+        parts.port  # noqa: B018 - raises ValueError for a port that is not a number in 0..65535
+    except ValueError:
+        raise ConfigurationError(f"{name} has an invalid port (1 to 65535 allowed, {example}); got {url!r}") from None
+    if not parts.hostname:
+        raise ConfigurationError(f"{name} has no host name ({example}); got {url!r}")
+    return url
+
+
 def _to_list(raw: str) -> tuple[str, ...]:
     """Split 'a, b ,c' into ('a', 'b', 'c'), dropping empty items."""
     return tuple(item.strip() for item in raw.split(",") if item.strip())
@@ -188,6 +212,7 @@ NUMBER_VARIABLES = {
     "YAHOO_MAX_RETRIES": ("yahoo_max_retries", int, 1),
     "HTTP_CONNECT_TIMEOUT": ("http_connect_timeout", float, 0.1),
     "HTTP_READ_TIMEOUT": ("http_read_timeout", float, 0.1),
+    "HTTP_TOTAL_TIMEOUT": ("http_total_timeout", float, 0.1),
     "HTTP_MAX_TRIES": ("http_max_tries", int, 1),
     "HTTP_BACKOFF_SECONDS": ("http_backoff_seconds", float, 0),
     "HTTP_MAX_RESPONSE_BYTES": ("http_max_response_bytes", int, 1024),
@@ -278,6 +303,8 @@ def load_settings(env_file: str | os.PathLike | None = None, overrides: dict | N
                 raise ConfigurationError(f"{name} must be {' or '.join(allowed)}, got {chosen[field_name]!r}")
     if "log_level" in chosen:
         chosen["log_level"] = str(chosen["log_level"]).upper()
+    if "alpha_vantage_base_url" in chosen:
+        _check_http_url("ALPHA_VANTAGE_BASE_URL", str(chosen["alpha_vantage_base_url"]))
     if "airflow_base_url" in chosen:
         chosen["airflow_base_url"] = str(chosen["airflow_base_url"]).rstrip("/")
 

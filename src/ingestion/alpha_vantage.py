@@ -4,7 +4,8 @@ Alpha Vantage answers almost everything with HTTP 200, errors included, so the s
 tells us little. Every reply is sorted into one class by `classify_reply` (its top-level keys
 first, then careful text matching), and each class has one action:
 
-    data             {"Meta Data": ..., "Time Series (Daily)": {...}}  -> parse (values stay strings)
+    data             {"Meta Data": ..., "Time Series (Daily)": {...}}  -> parse (values stay strings);
+                     a reply whose "2. Symbol" is not the symbol asked is refused; fall back
     throttled        {"Information": "... (1 request per second) ..."}  -> wait 60 s, retry (2 times at most)
                      (any short-window limit: per second/minute, call frequency or volume)
     quota_exhausted  {"Information": "... 25 requests per day ..."}     -> mark today used up; fall back
@@ -16,7 +17,8 @@ first, then careful text matching), and each class has one action:
 
 HTTP failures (5xx, 429, timeouts, connection errors) are retried by the shared HTTP helper
 (`request_with_retries`). Every HTTP try, retries included, first passes the rate limiter and
-the daily quota (see `_MeteredSession`), so the client-side limits hold exactly.
+the daily quota (see `_CallMeter`), so the client-side limits hold exactly. Each try ends at
+most HTTP_TOTAL_TIMEOUT s after it is sent, however slowly the server answers.
 
 "Fall back" means: raise a `SourceError` subclass; the sources orchestrator then tries the
 next source (e.g. Yahoo) for that symbol.
@@ -236,28 +238,22 @@ def compact_covers(start: date, today: date) -> bool:
     return weekdays <= COMPACT_POINTS
 
 
-class _MeteredSession:
-    """Wraps a requests.Session so that every HTTP try goes through the rate limiter and the quota.
+class _CallMeter:
+    """Makes every HTTP try go through the rate limiter and the daily quota.
 
     `request_with_retries` retries 5xx replies and timeouts itself; each of those retries is
-    a real call that Alpha Vantage may count. Handing the helper this wrapper instead of the
-    bare session makes every try wait for the rate limiter and count against the daily quota,
-    and refuses to send anything once the quota is used up.
+    a real call that Alpha Vantage may count. The helper calls `before_try` before each try
+    (wait for the rate limiter, count the call, or refuse once the quota is used up) and
+    `after_try` after it. The rate limiter's wait happens there, outside the try's total
+    deadline, so waiting for a free slot never eats into the time the server has to answer.
     """
 
-    def __init__(
-        self,
-        session: requests.Session,
-        symbol: str,
-        rate_limiter: RateLimiter | None,
-        quota: DailyQuota | None,
-    ):
-        self.session = session
+    def __init__(self, symbol: str, rate_limiter: RateLimiter | None, quota: DailyQuota | None):
         self.symbol = symbol
         self.rate_limiter = rate_limiter
         self.quota = quota
 
-    def request(self, method: str, url: str, **kwargs) -> requests.Response:
+    def before_try(self) -> None:
         if self.quota is not None and self.quota.is_exhausted():
             raise QuotaExhaustedError(
                 "daily quota used up (counted client-side); no request sent",
@@ -268,11 +264,10 @@ class _MeteredSession:
             self.rate_limiter.wait()
         if self.quota is not None:
             self.quota.record_call()
-        try:
-            return self.session.request(method, url, **kwargs)
-        finally:
-            if self.rate_limiter is not None:
-                self.rate_limiter.call_finished()
+
+    def after_try(self) -> None:
+        if self.rate_limiter is not None:
+            self.rate_limiter.call_finished()
 
 
 def _choose_outputsize(start: date, premium: bool, wanted: str) -> str:
@@ -297,7 +292,8 @@ def _choose_outputsize(start: date, premium: bool, wanted: str) -> str:
 
 
 def _get_reply(
-    http: _MeteredSession,
+    session: requests.Session,
+    meter: _CallMeter,
     settings: Settings,
     params: dict,
     symbol: str,
@@ -310,26 +306,42 @@ def _get_reply(
         The parsed JSON, or None when the body is not JSON (HTML page, cut-off body).
 
     Raises:
-        QuotaExhaustedError: a retry would go over today's quota (raised by _MeteredSession).
+        ConfigurationError: ALPHA_VANTAGE_BASE_URL is not usable (bad URL, a redirect loop).
+        QuotaExhaustedError: a retry would go over today's quota (raised by _CallMeter).
         SourceUnavailableError: every HTTP try failed, or a non-retryable HTTP status came back.
     """
     try:
         response = request_with_retries(
             "GET",
             settings.alpha_vantage_base_url,
-            session=http,
+            session=session,
             params=params,
             timeout=(settings.http_connect_timeout, settings.http_read_timeout),
+            total_timeout=settings.http_total_timeout,
             max_tries=settings.http_max_tries,
             backoff_seconds=settings.http_backoff_seconds,
             max_bytes=settings.http_max_response_bytes,
             secrets=settings.secrets(),
             context=f"{SOURCE_NAME} {symbol}",
             sleep=sleep,
+            before_try=meter.before_try,
+            after_try=meter.after_try,
         )
     except QuotaExhaustedError as exc:
         logger.warning("%s %s: %s", SOURCE_NAME, wanted, exc.reason)
         raise
+    except requests.TooManyRedirects as exc:
+        # The URL leads nowhere: no retry or other symbol would fare better, so stop the run.
+        raise ConfigurationError(
+            f"ALPHA_VANTAGE_BASE_URL {settings.alpha_vantage_base_url!r} redirects in a loop "
+            f"({redact(exc, settings.secrets())}); check the URL (e.g. https://www.alphavantage.co/query)"
+        ) from None
+    except (requests.exceptions.InvalidURL, requests.exceptions.InvalidSchema, requests.exceptions.MissingSchema) as exc:
+        # Settings built without load_settings() (tests, code) skip its URL check: say it here too.
+        raise ConfigurationError(
+            f"ALPHA_VANTAGE_BASE_URL {settings.alpha_vantage_base_url!r} is not a usable URL "
+            f"({redact(exc, settings.secrets())}); e.g. https://www.alphavantage.co/query"
+        ) from None
     except HttpRequestError as exc:  # its message is already redacted
         logger.warning("%s %s: giving up: %s", SOURCE_NAME, wanted, exc)
         raise SourceUnavailableError(str(exc), symbol=symbol, source=SOURCE_NAME) from exc
@@ -399,11 +411,12 @@ def fetch_daily_prices(
         logger.info("%s %s: daily quota used up; not calling", SOURCE_NAME, wanted)
         raise QuotaExhaustedError("daily quota used up; no request sent", symbol=symbol, source=SOURCE_NAME)
 
-    http = _MeteredSession(session or requests.Session(), symbol, rate_limiter, quota)
+    http = session or requests.Session()
+    meter = _CallMeter(symbol, rate_limiter, quota)
     bad_replies = 0
     throttled = 0
     while True:
-        payload = _get_reply(http, settings, {**request_params, "apikey": api_key}, symbol, wanted, sleep)
+        payload = _get_reply(http, meter, settings, {**request_params, "apikey": api_key}, symbol, wanted, sleep)
         fetched_at = utc_now_iso()
         reply_class = classify_reply(payload)
         if reply_class == "data":
@@ -447,6 +460,14 @@ def fetch_daily_prices(
             sleep(THROTTLE_WAIT_SECONDS)
             continue
         _raise_for_reply(reply_class, message, symbol, wanted, quota)
+
+    replied_symbol = str(payload[META_KEY].get("2. Symbol", "")).strip().upper()
+    if replied_symbol != symbol:
+        # A proxy or cache mix-up: these prices belong to another symbol; storing them under
+        # `symbol` would be wrong data reported as success.
+        reason = f"the reply is for {replied_symbol or 'no symbol'}, not {symbol}; refused"
+        logger.warning("%s %s: %s", SOURCE_NAME, wanted, reason)
+        raise SourceUnavailableError(reason, symbol=symbol, source=SOURCE_NAME)
 
     all_prices = parse_daily_prices(payload, symbol)
     # Rows with a bad date key stay in: the validator quarantines them (see select_range).

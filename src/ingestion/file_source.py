@@ -26,6 +26,8 @@ from __future__ import annotations
 
 import io
 import logging
+import os
+import stat
 from datetime import date
 from pathlib import Path
 
@@ -77,16 +79,60 @@ def read_price_file(path: Path) -> tuple[str, pd.DataFrame]:
 
     Raises:
         NoDataError: the file does not exist.
-        FileFormatError: not readable as a CSV, or columns are missing or unexpected (names
+        FileFormatError: a folder, a FIFO or another non-regular file (refused at once, never
+            waited on); not readable as a CSV; or columns are missing or unexpected (names
             are compared after trimming spaces and lower-casing, so "Date, Open" is fine).
     """
+    text = _read_regular_file(path)
+    return text, parse_price_csv(text, str(path))
+
+
+def _file_kind(mode: int) -> str:
+    """Name the kind of a non-regular file for error messages ("a FIFO", "a socket", ...)."""
+    if stat.S_ISFIFO(mode):
+        return "a FIFO"
+    if stat.S_ISSOCK(mode):
+        return "a socket"
+    if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
+        return "a device"
+    return "not a plain file"
+
+
+def _read_regular_file(path: Path) -> str:
+    """Return the text of `path` if it is a regular file; refuse anything else without blocking.
+
+    The file is opened with O_NONBLOCK and checked on the open descriptor (not by name, which
+    could change in between): opening a FIFO that nobody writes to would otherwise wait forever,
+    and a folder named `<SYMBOL>.csv` would raise IsADirectoryError, a crash instead of a reason.
+
+    Raises:
+        NoDataError: the file does not exist.
+        FileFormatError: a folder or another non-regular file, unreadable, or not UTF-8 text.
+    """
     try:
-        text = path.read_text(encoding="utf-8")
+        descriptor = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
     except FileNotFoundError:
         raise NoDataError(f"no price file {path}", source=SOURCE_NAME) from None
-    except UnicodeDecodeError as exc:
-        raise FileFormatError(f"{path} is not a readable CSV file: {exc}", source=SOURCE_NAME) from exc
-    return text, parse_price_csv(text, str(path))
+    except OSError as exc:
+        raise FileFormatError(f"cannot open the price file {path}: {exc.strerror}", source=SOURCE_NAME) from None
+    mode = os.fstat(descriptor).st_mode
+    if not stat.S_ISREG(mode):
+        os.close(descriptor)
+        if stat.S_ISDIR(mode):
+            raise FileFormatError(f"{path} is a directory, not a price file; remove or rename it", source=SOURCE_NAME)
+        raise FileFormatError(
+            f"{path} is not a regular file ({_file_kind(mode)}); refusing to read it: "
+            "put a plain <SYMBOL>.csv file there",
+            source=SOURCE_NAME,
+        )
+    # Text mode with universal newlines, exactly like Path.read_text.
+    with os.fdopen(descriptor, "r", encoding="utf-8") as handle:
+        try:
+            return handle.read()
+        except UnicodeDecodeError as exc:
+            raise FileFormatError(f"{path} is not a readable CSV file: {exc}", source=SOURCE_NAME) from exc
+        except OSError as exc:
+            raise FileFormatError(f"cannot read the price file {path}: {exc.strerror}", source=SOURCE_NAME) from None
 
 
 def parse_price_csv(text: str, name: str) -> pd.DataFrame:

@@ -15,7 +15,11 @@ replies, which come with HTTP 200 like the real ones:
 
 A failure mode can be switched on for demos and tests, at start or at run time:
 "normal", "throttle", "quota", "premium", "error500", "html", "truncated", "timeout"
-(the reply is held back `timeout_seconds`, longer than a short client read timeout).
+(the reply is held back `timeout_seconds`, longer than a short client read timeout),
+"trickle" (the headers at once, then one byte of the body every TRICKLE_SECONDS: each read
+is quick, the whole reply never ends), "wrong_symbol" (a good data reply for another symbol of
+the folder), "redirect_loop" (HTTP 302 back to the same URL, forever) and "echo_key" (a good
+data reply whose "Meta Data" repeats the apikey, as some proxies and error pages do).
 
 Control endpoints:
     GET/POST /_control?mode=error500   switch the mode (add reset=1 to clear counters)
@@ -60,10 +64,25 @@ from src.market_calendar import new_york_today
 
 logger = logging.getLogger(__name__)
 
-MODES = ("normal", "throttle", "quota", "premium", "error500", "html", "truncated", "timeout")
+MODES = (
+    "normal",
+    "throttle",
+    "quota",
+    "premium",
+    "error500",
+    "html",
+    "truncated",
+    "timeout",
+    "trickle",
+    "wrong_symbol",
+    "redirect_loop",
+    "echo_key",
+)
 COMPACT_ROWS = 100
 # "timeout" mode never holds a reply longer than this, so a forgotten server cannot hang a run.
 MAX_TIMEOUT_SECONDS = 120.0
+# "trickle" mode sends one byte of the body this often (each read is quick, the reply is endless).
+TRICKLE_SECONDS = 2.0
 
 # The real service's replies, word for word.
 BURST_MESSAGE = (
@@ -335,6 +354,15 @@ class _MockHandler(BaseHTTPRequestHandler):
         if mode == "html":
             self._send_text(HTML_PAGE, "text/html; charset=utf-8")
             return
+        if mode == "redirect_loop":
+            self.send_response(HTTPStatus.FOUND)
+            self.send_header("Location", self.path)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+            return
+        if mode == "trickle":
+            self._trickle()
+            return
         if mode == "timeout":
             # Hold the reply back (ends early when the server stops), then answer normally:
             # by then a client with a shorter read timeout has given up.
@@ -349,6 +377,10 @@ class _MockHandler(BaseHTTPRequestHandler):
             return
 
         reply = self._daily_reply(params)
+        if mode == "wrong_symbol":
+            reply = self._reply_for_another_symbol(params)
+        if mode == "echo_key" and "Meta Data" in reply:
+            reply["Meta Data"]["7. Request"] = f"symbol={params.get('symbol', '')} key {api_key}"
         if mode == "truncated":
             body = json.dumps(reply, indent=4)
             self._send_text(body[: len(body) // 2], "application/json")
@@ -375,6 +407,36 @@ class _MockHandler(BaseHTTPRequestHandler):
             return {"Error Message": INVALID_CALL_MESSAGE}
         synthetic = (server.data_dir / SYNTHETIC_NOTE_FILE).is_file()
         return build_daily_reply(symbol, read_price_csv(path), outputsize, synthetic=synthetic)
+
+    def _reply_for_another_symbol(self, params: dict) -> dict:
+        """A good data reply for the first other symbol of the folder ("wrong_symbol" mode)."""
+        asked = params.get("symbol", "").upper()
+        others = sorted(path.stem for path in self.server.data_dir.glob("*.csv") if path.stem != asked)
+        if not others:
+            return {"Error Message": INVALID_CALL_MESSAGE}
+        synthetic = (self.server.data_dir / SYNTHETIC_NOTE_FILE).is_file()
+        rows = read_price_csv(self.server.data_dir / f"{others[0]}.csv")
+        return build_daily_reply(others[0], rows, params.get("outputsize", "compact"), synthetic=synthetic)
+
+    def _trickle(self) -> None:
+        """Announce a large JSON body, then send it one byte every TRICKLE_SECONDS ("trickle" mode).
+
+        Stops when the client goes away, the server stops, or after MAX_TIMEOUT_SECONDS.
+        """
+        try:
+            self.send_response(HTTPStatus.OK)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", "1000000")
+            self.end_headers()
+            self.wfile.flush()
+            sent = 0.0
+            while sent < MAX_TIMEOUT_SECONDS and not self.server.stopping.wait(TRICKLE_SECONDS):
+                self.wfile.write(b" ")
+                self.wfile.flush()
+                sent += TRICKLE_SECONDS
+        except (BrokenPipeError, ConnectionResetError):
+            logger.debug("mock alpha vantage: the client stopped reading a trickled reply")
+        self.close_connection = True
 
     def _send_json(self, payload: dict, status: HTTPStatus = HTTPStatus.OK) -> None:
         # The real API pretty-prints its JSON with 4-space indents.

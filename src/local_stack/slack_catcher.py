@@ -13,7 +13,9 @@ GET /_alerts returns every alert received so far as a JSON list (not a Slack end
 
 A failure mode makes it misbehave on purpose, to see what the pipeline does when Slack is down:
 "500" answers 500 "rollup_error" (Slack's "something strange happened"), "timeout" never
-answers (the client's read timeout fires), "no_service" answers 404 "no_service" to every POST.
+answers (the client's read timeout fires), "no_service" answers 404 "no_service" to every POST,
+"trickle" answers 200 at once and then sends its body one byte every TRICKLE_SECONDS (each read
+is quick, the reply never ends: only a total deadline stops the client).
 
 It listens on 127.0.0.1 only. Run it with:
 
@@ -34,7 +36,8 @@ from pathlib import Path
 
 logger = logging.getLogger(__name__)
 
-FAIL_MODES = (None, "500", "timeout", "no_service")
+FAIL_MODES = (None, "500", "timeout", "no_service", "trickle")
+TRICKLE_SECONDS = 2.0
 WEBHOOK_PATH = "/services/T000/B000/XXXX"  # any path under /services/ works; this one looks like Slack's
 MAX_BODY_BYTES = 1_000_000
 
@@ -56,7 +59,7 @@ class SlackCatcherServer(ThreadingHTTPServer):
         self.set_fail_mode(fail_mode)
 
     def set_fail_mode(self, fail_mode: str | None) -> None:
-        """Switch the failure mode: None (behave), "500", "timeout" or "no_service"."""
+        """Switch the failure mode: None (behave), "500", "timeout", "no_service" or "trickle"."""
         if fail_mode not in FAIL_MODES:
             raise ValueError(f"fail_mode must be one of {FAIL_MODES}, got {fail_mode!r}")
         self.fail_mode = fail_mode
@@ -83,6 +86,21 @@ class SlackCatcherHandler(BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(data)
 
+    def _trickle(self) -> None:
+        """Answer 200, then send the body one byte every TRICKLE_SECONDS until the server stops."""
+        try:
+            self.send_response(200)
+            self.send_header("Content-Type", "text/plain; charset=utf-8")
+            self.send_header("Content-Length", "1000")
+            self.end_headers()
+            self.wfile.flush()
+            while not self.server.stopping.wait(TRICKLE_SECONDS):
+                self.wfile.write(b"o")
+                self.wfile.flush()
+        except (BrokenPipeError, ConnectionResetError):
+            logger.debug("Slack catcher: the client stopped reading a trickled reply")
+        self.close_connection = True
+
     def do_POST(self) -> None:  # noqa: N802 - the name http.server looks for
         with self.server.lock:
             self.server.post_count += 1
@@ -91,6 +109,9 @@ class SlackCatcherHandler(BaseHTTPRequestHandler):
             # Say nothing until the client gives up (or the server stops).
             self.server.stopping.wait(self.server.hang_seconds)
             self.close_connection = True
+            return
+        if fail_mode == "trickle":
+            self._trickle()
             return
         if fail_mode == "500":
             self._reply(500, "rollup_error")

@@ -41,9 +41,11 @@ from src.ingestion.http_client import HttpRequestError, request_with_retries
 logger = logging.getLogger(__name__)
 
 # Slack answers a webhook in well under a second. Short timeouts and few tries keep the worst
-# case of one alert at 3 * (3 + 5) s + 1 s + 2 s of backoff = 27 s: a failing task's
-# callback must not hang while Slack is down.
-SLACK_TIMEOUT = (3.0, 5.0)  # (connect, read) seconds
+# case of one alert at 3 tries * 8 s + 1 s + 2 s of backoff = 27 s: a failing task's callback
+# must not hang while Slack is down. Each try ends after SLACK_TOTAL_TIMEOUT (or the shorter
+# HTTP_TOTAL_TIMEOUT) even when Slack answers one byte at a time, so the 27 s is a real bound.
+SLACK_TIMEOUT = (3.0, 5.0)  # (connect, read) seconds, for each socket operation
+SLACK_TOTAL_TIMEOUT = 8.0  # seconds, the most one try may take from sending to the last byte
 SLACK_MAX_TRIES = 3
 SLACK_BACKOFF_SECONDS = 1.0
 SLACK_MAX_WAIT_SECONDS = 5.0  # cap on a Retry-After that Slack sends with HTTP 429
@@ -119,6 +121,7 @@ def send_slack_alert(
             session=session,
             json_body={"text": text, "blocks": blocks},
             timeout=timeout,
+            total_timeout=min(SLACK_TOTAL_TIMEOUT, settings.http_total_timeout),
             max_tries=SLACK_MAX_TRIES,
             backoff_seconds=SLACK_BACKOFF_SECONDS,
             max_wait_seconds=SLACK_MAX_WAIT_SECONDS,

@@ -28,12 +28,14 @@ from src.config import Settings
 from src.ingestion.fetch_result import FetchResult
 from src.ingestion.raw_replies import prices_from_raw_reply
 from src.ingestion.symbols import normalize_symbol
+from src.market_calendar import utc_now_iso
 from src.storage.s3_handler import (
     S3StorageError,
     land_raw_reply,
     raw_object_key,
     raw_object_metadata,
     read_raw_reply,
+    reply_as_redacted_json,
 )
 
 logger = logging.getLogger(__name__)
@@ -69,7 +71,7 @@ def land_reply(
     """
     if s3_client is None:
         if result.source in CHECKPOINTED_SOURCES:
-            save_checkpoint(result, settings.state_dir, start, end)
+            save_checkpoint(result, settings.state_dir, start, end, secrets=settings.secrets())
         return None
     synthetic = not result.prices.empty and bool((result.prices["source"] == "synthetic").any())
     params = {**result.request_params, "range_start": start.isoformat(), "range_end": end.isoformat()}
@@ -113,7 +115,15 @@ def find_landed_reply(
         params = metadata.get("request_params", {})
         if params.get("range_start") != start.isoformat() or params.get("range_end") != end.isoformat():
             continue  # landed by a run for another range: not a checkpoint for this one
-        payload = read_raw_reply(s3_client, settings.s3_bucket, key)
+        try:
+            payload = read_raw_reply(s3_client, settings.s3_bucket, key)
+        except S3StorageError as exc:
+            if exc.reason != "corrupt_object":
+                raise
+            # Not worth a failed run: fetch it again; landing the new reply overwrites the bad
+            # object (the bucket's versioning keeps the bad one for a look later).
+            logger.warning("%s %s..%s: %s; fetching it again instead", symbol, start, end, exc)
+            return None
         request_params = {name: value for name, value in params.items() if name not in RANGE_PARAMS}
         prices = prices_from_raw_reply(source, symbol, payload, metadata)
         logger.info("%s %s..%s: reusing the %s reply already landed at %s", symbol, start, end, source, key)
@@ -133,11 +143,15 @@ def checkpoint_path(state_dir: Path, symbol: str, start: date, end: date) -> Pat
     return Path(state_dir) / "landed" / f"{start.isoformat()}_{end.isoformat()}" / f"{normalize_symbol(symbol)}.json"
 
 
-def save_checkpoint(result: FetchResult, state_dir: Path, start: date, end: date) -> Path:
-    """Write one fetched reply to its checkpoint file, atomically.
+def save_checkpoint(
+    result: FetchResult, state_dir: Path, start: date, end: date, secrets: list[str] | tuple[str, ...] = ()
+) -> Path:
+    """Write one fetched reply to its checkpoint file, atomically, with secrets redacted.
 
     The file is written under a temporary name and then renamed: a process killed mid-write
-    leaves either no checkpoint or a complete one, never half a file.
+    leaves either no checkpoint or a complete one, never half a file. The reply goes through
+    the same redaction as the S3 raw zone (`s3_handler.reply_as_redacted_json`), so an API key
+    a server echoes inside a data reply never reaches STATE_DIR.
 
     Returns:
         The checkpoint file's path.
@@ -149,7 +163,9 @@ def save_checkpoint(result: FetchResult, state_dir: Path, start: date, end: date
         "symbol": result.symbol,
         "fetched_at": result.fetched_at,
         "request_params": result.request_params,
-        "raw_payload": result.raw_payload,
+        "raw_payload": json.loads(
+            reply_as_redacted_json(result.raw_payload, secrets, symbol=result.symbol, source=result.source)
+        ),
     }
     partial = path.with_suffix(".json.partial")
     partial.write_text(json.dumps(record), encoding="utf-8")
@@ -158,15 +174,39 @@ def save_checkpoint(result: FetchResult, state_dir: Path, start: date, end: date
 
 
 def _read_checkpoint(symbol: str, start: date, end: date, state_dir: Path) -> tuple[FetchResult, None] | None:
-    """The reply saved by `save_checkpoint` for this symbol and range, or None."""
+    """The reply saved by `save_checkpoint` for this symbol and range, or None.
+
+    A checkpoint that cannot be used (empty, cut off, `{}`, another shape, no rows) is set
+    aside as `<SYMBOL>.json.corrupt-<time>` and None is returned, so the symbol is fetched
+    again: a bad file must not fail every rerun until someone deletes it.
+    """
     path = checkpoint_path(state_dir, symbol, start, end)
     if not path.is_file():
         return None
-    record = json.loads(path.read_text(encoding="utf-8"))
     metadata = {"request_params": {"range_start": start.isoformat(), "range_end": end.isoformat()}}
-    prices = prices_from_raw_reply(record["source"], symbol, record["raw_payload"], metadata)
+    try:
+        record = json.loads(path.read_text(encoding="utf-8"))
+        prices = prices_from_raw_reply(record["source"], symbol, record["raw_payload"], metadata)
+        reply = FetchResult(
+            symbol, record["source"], prices, record["raw_payload"], record["request_params"], record["fetched_at"]
+        )
+        if prices.empty:
+            raise ValueError("it holds no rows for this range")
+    except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError, AttributeError) as exc:
+        # ValueError covers bad JSON (JSONDecodeError) and a payload of the wrong shape.
+        _set_aside(path, f"{type(exc).__name__}: {exc}")
+        return None
     logger.info("%s %s..%s: reusing the %s reply saved in %s", symbol, start, end, record["source"], path)
-    reply = FetchResult(
-        symbol, record["source"], prices, record["raw_payload"], record["request_params"], record["fetched_at"]
-    )
     return reply, None
+
+
+def _set_aside(path: Path, problem: str) -> None:
+    """Rename an unusable checkpoint out of the way (kept for a look) and log both paths."""
+    stamp = utc_now_iso().replace(":", "").replace("+0000", "Z")
+    corrupt = path.with_name(f"{path.name}.corrupt-{stamp}")
+    try:
+        os.replace(path, corrupt)
+    except OSError as exc:
+        logger.warning("saved reply %s is unusable (%s) and could not be set aside (%s); fetching it again", path, problem, exc)
+        return
+    logger.warning("saved reply %s is unusable (%s); set it aside as %s and fetching it again", path, problem, corrupt)

@@ -33,6 +33,7 @@ Example:
 from __future__ import annotations
 
 import gzip
+import zlib
 import io
 import json
 import logging
@@ -290,6 +291,28 @@ def _iso_date(value: date | str) -> str:
 # --------------------------------------------------------------------------- raw zone
 
 
+def reply_as_redacted_json(payload: object, secrets: list[str] | tuple[str, ...], *, symbol: str, source: str) -> str:
+    """Return a reply as JSON text with every known secret value in it replaced by '***'.
+
+    The one redaction step for stored replies: the S3 raw zone and the CLI's checkpoint files
+    (storage/landing.py) both keep what this returns, so an API key a server echoes inside a
+    data reply is never written to disk or S3.
+
+    Args:
+        payload: the reply (JSON-serialisable: a dict/list, or a str for text replies).
+        secrets: secret values to remove (e.g. `settings.secrets()`).
+        symbol, source: for the warning logged when something was redacted.
+
+    Returns:
+        `json.dumps(payload)`, redacted when it contained a secret.
+    """
+    text = json.dumps(payload, ensure_ascii=False)
+    if any(secret and secret in text for secret in secrets):
+        logger.warning("Reply for %s from %s contains a secret value; redacting it before it is stored", symbol, source)
+        text = redact(text, secrets)
+    return text
+
+
 def land_raw_reply(
     client,
     bucket: str,
@@ -336,10 +359,7 @@ def land_raw_reply(
         S3StorageError: the write failed.
     """
     key = raw_object_key(source, symbol, ingest_date, filename)
-    text = json.dumps(payload, ensure_ascii=False)
-    if any(secret and secret in text for secret in secrets):
-        logger.warning("Reply for %s from %s contains a secret value; redacting it before landing", symbol, source)
-        text = redact(text, secrets)
+    text = reply_as_redacted_json(payload, secrets, symbol=symbol, source=source)
     body = gzip.compress(text.encode("utf-8"), mtime=0)
     metadata = {
         "source": source,
@@ -394,14 +414,25 @@ def read_raw_reply(client, bucket: str, key: str) -> object:
         The reply as it was landed: a dict/list for JSON replies, a str for text replies.
 
     Raises:
-        S3StorageError: the object (or bucket) does not exist, or S3 failed.
+        S3StorageError: the object (or bucket) does not exist, or S3 failed; reason
+            "corrupt_object" when the object is not gzip-compressed JSON (empty, cut off,
+            written by another tool).
     """
     try:
         response = client.get_object(Bucket=bucket, Key=key)
         body = response["Body"].read()
     except _S3_ERRORS as error:
         raise _explain_error(error, client, bucket, key=key, action="reading a raw reply") from error
-    return json.loads(gzip.decompress(body).decode("utf-8"))
+    try:
+        return json.loads(gzip.decompress(body).decode("utf-8"))
+    except (OSError, EOFError, zlib.error, UnicodeDecodeError, ValueError) as error:
+        # gzip.BadGzipFile is an OSError, a cut-off body an EOFError, bad JSON a ValueError.
+        problem = str(error).splitlines()[0] if str(error) else "no details"
+        raise S3StorageError(
+            f"s3://{bucket}/{key} is not a readable raw reply ({type(error).__name__}: {problem}); "
+            "remove it and rerun the same dates to fetch it again",
+            reason="corrupt_object",
+        ) from error
 
 
 def raw_object_metadata(client, bucket: str, key: str) -> dict:
@@ -564,9 +595,23 @@ def _error_code(error: ClientError) -> str:
 
 
 def _missing_bucket_message(client, bucket: str) -> str:
+    """The bucket is missing when the run starts and S3_CREATE_BUCKET=false (see `ensure_bucket`)."""
     return (
         f"S3 bucket {bucket} does not exist at {client.meta.endpoint_url}; "
         "set S3_CREATE_BUCKET=true or create the bucket first."
+    )
+
+
+def _bucket_gone_message(client, bucket: str, where: str, action: str) -> str:
+    """The bucket existed when the run started (`open_s3` checked it) and is gone now.
+
+    Advising S3_CREATE_BUCKET=true here would be wrong: it may well be set already. What
+    happened is that someone or something deleted the bucket during the run.
+    """
+    return (
+        f"S3 bucket {bucket} no longer exists at {client.meta.endpoint_url} (error while {action} {where}): "
+        "it was deleted while the run was using it. Find out who deletes it, then rerun the same dates: "
+        "the rerun makes a new one when S3_CREATE_BUCKET is true; otherwise set the bucket up again first."
     )
 
 
@@ -599,6 +644,8 @@ def _explain_error(error: Exception, client, bucket: str, action: str, key: str 
             reason="no_credentials",
         )
     code = _error_code(error) if isinstance(error, ClientError) else ""
+    if code == "NoSuchBucket" and key is not None:
+        return S3StorageError(_bucket_gone_message(client, bucket, where, action), reason="no_such_bucket")
     if code == "NoSuchBucket" or (code in ("404", "NotFound") and key is None):
         return S3StorageError(_missing_bucket_message(client, bucket), reason="no_such_bucket")
     if code in ("NoSuchKey", "404", "NotFound"):

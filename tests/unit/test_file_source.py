@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 from datetime import date
 
 import pandas as pd
@@ -178,3 +179,29 @@ def test_synthetic_folder_rows_are_labelled_synthetic(tmp_path, ibm_prices):
 
     assert result.source == "file"
     assert result.prices["source"].unique().tolist() == ["synthetic"]
+
+
+# --- odd files (issue 19, cases 8 and 10) --------------------------------------------------------
+
+
+@pytest.mark.timeout(30)
+def test_a_fifo_price_file_is_refused_at_once_without_blocking(tmp_path):
+    os.mkfifo(tmp_path / "IBM.csv")  # nobody writes to it: a plain read would wait forever
+
+    with pytest.raises(FileFormatError, match=r"IBM.csv is not a regular file \(a FIFO\); refusing to read it"):
+        fetch_file_prices("IBM", date(2024, 1, 2), date(2024, 1, 5), tmp_path)
+
+
+def test_a_folder_named_like_a_price_file_is_refused_with_a_reason(tmp_path):
+    (tmp_path / "IBM.csv").mkdir()
+
+    with pytest.raises(FileFormatError, match=r"IBM.csv is a directory, not a price file"):
+        fetch_file_prices("IBM", date(2024, 1, 2), date(2024, 1, 5), tmp_path)
+
+
+def test_windows_line_endings_are_read_like_before(tmp_path):
+    (tmp_path / "IBM.csv").write_bytes(b"date,open,high,low,close,volume\r\n2024-01-02,1,2,0.5,1.5,100\r\n")
+
+    result = fetch_file_prices("IBM", date(2024, 1, 2), date(2024, 1, 2), tmp_path)
+
+    assert result.raw_payload == "date,open,high,low,close,volume\n2024-01-02,1,2,0.5,1.5,100\n"

@@ -217,3 +217,27 @@ def test_real_connection_refused_is_retried_and_redacted(sleeps, caplog):
     assert SECRET not in str(caught.value)
     assert sleeps == [2.0, 4.0]
     assert all(SECRET not in record.getMessage() for record in caplog.records)
+
+
+def test_before_and_after_try_run_around_every_try(api, sleeps):
+    api.get(URL, status=503)
+    api.get(URL, json={"ok": True})
+    events = []
+
+    response = call(
+        sleeps, before_try=lambda: events.append("before"), after_try=lambda: events.append("after")
+    )
+
+    assert response.status_code == 200
+    assert events == ["before", "after", "before", "after"]
+
+
+def test_a_refusal_in_before_try_sends_nothing(api, sleeps):
+    api.get(URL, json={"ok": True})
+
+    def refuse():
+        raise RuntimeError("quota used up")
+
+    with pytest.raises(RuntimeError, match="quota used up"):
+        call(sleeps, before_try=refuse)
+    assert len(api.calls) == 0
