@@ -63,6 +63,7 @@ from src.storage.s3_handler import (
 )
 from src.storage.warehouse import Warehouse, open_warehouse
 from src.transformation.indicators_vectorised import LOOKBACK_ROWS
+from src.transformation.series_kind import refuse_mixed_series
 from src.transformation.transform import QUARANTINE_COLUMNS, transform_prices
 from src.transformation.warehouse_rows import build_warehouse_rows
 
@@ -511,6 +512,7 @@ def load_prices(
     stored = pd.DataFrame(columns=["symbol", "trade_date"])
     if symbols:
         stored = warehouse.read_lookback(symbols, before=clean["trade_date"].min(), rows=LOOKBACK_ROWS)
+        refuse_mixed_series(clean, stored)  # before anything is written
     frames = build_warehouse_rows(clean, quarantine, stored, run_id, loaded_at or utc_now_iso(), max_gap_sessions)
     if frames:
         written = warehouse.load_batch(frames)
