@@ -152,12 +152,16 @@ def daily_etl_pipeline():
         return steps.resolve_symbols(params.get("symbols"), load_settings())
 
     @task
-    def start_run(symbols: list[str], params=None, dag_run=None, run_id=None) -> dict:
+    def start_run(symbols: list[str], params=None, dag_run=None, run_id=None, ti=None) -> dict:
         """Choose the dates to fetch and record the run as running; returns them for the other tasks."""
         from datetime import date
 
         from src import steps
         from src.config import ConfigurationError, load_settings
+
+        if ti.try_number > 1:
+            # The whole run was cleared: keep the earlier try's outcome before it is overwritten.
+            steps.keep_earlier_try(run_id, ti.try_number - 1, load_settings())
 
         trading_day = trading_day_of(dag_run)
         end = params.get("end") or trading_day
