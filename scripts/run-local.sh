@@ -5,7 +5,8 @@
 #                                   one year of history, run daily_etl_pipeline once and print a summary
 #   ./scripts/run-local.sh start    start (or reuse) the services only
 #   ./scripts/run-local.sh history  load the year of offline history up to the latest completed
-#                                   NYSE session into the warehouse (again after a break: it catches up)
+#                                   NYSE session (on a later day run the script without arguments
+#                                   instead: it also writes the offline data up to that session)
 #   ./scripts/run-local.sh trigger  follow the active run or trigger one, wait, print the summary
 #   ./scripts/run-local.sh status   show which services run
 #   ./scripts/run-local.sh stop     stop everything this script started
@@ -179,6 +180,13 @@ active_run() {
     | "$VENV/bin/python" -c 'import json, sys; runs = json.load(sys.stdin)["dag_runs"]; print(runs[0]["dag_run_id"] if runs else "")'
 }
 
+seed_offline_data() {
+  # The synthetic CSVs end at the latest completed session on the day they are written: write
+  # them again (identical up to that day) so a later day has its sessions too.
+  log "Seeding the offline data (synthetic prices up to the latest completed session)"
+  OFFLINE_DATA_DIR="$OFFLINE_DATA_DIR" "$ROOT/scripts/seed-data.sh"
+}
+
 load_history() {
   # One year of offline history up to the latest completed NYSE session (src/market_calendar.py),
   # so every indicator (SMA 200 needs 200 sessions) is warm and the health checks pass before the
@@ -294,8 +302,7 @@ main() {
         cp "$ROOT/.env.example" "$ROOT/.env"
         log "Created .env from .env.example (the local stack overrides its endpoints)"
       fi
-      log "Seeding the offline data (synthetic prices up to the latest completed session)"
-      OFFLINE_DATA_DIR="$OFFLINE_DATA_DIR" "$ROOT/scripts/seed-data.sh"
+      seed_offline_data
       start_services
       load_history
       run_latest_session
