@@ -39,7 +39,7 @@ prices are in the warehouse long before the next open.
 | `etl_batch.extract` | per batch: Alpha Vantage, else Yahoo; raw replies land in S3 (pool `alpha_vantage`) |
 | `etl_batch.transform` | per batch: validate and clean (bad rows to quarantine); processed Parquet lands in S3 |
 | `etl_batch.load` | per batch: indicators and bars from the stored lookback, upsert (pool `warehouse_writer`) |
-| `finish_run` | records the run, metrics; **fails** (no retries) if a symbol failed; cleared: fetches it again |
+| `finish_run` | records the run; **fails** (no retries) if a symbol failed; cleared, it fetches the missing ones |
 | `check_data_quality` | checks the loaded day (fresh, complete, sane); a failed check sends a Slack alert |
 
 **Which day?** The run fetches the latest NYSE session that had closed at the run's logical
@@ -237,7 +237,8 @@ def daily_etl_pipeline():
         settings = load_settings()
         start, end, run_date = (date.fromisoformat(run[name]) for name in ("start", "end", "run_date"))
         extracted, loaded = all_batches(extract_results), all_batches(load_results)
-        # finish_run is never retried (below), so a later try means a person cleared it.
+        # Missing symbols fail this task without retries (below): a later try is a person's Clear
+        # (or a retry after a crash). Either way, fetch what the run lacked before summing it up.
         if ti.try_number > 1:
             steps.keep_earlier_try(run_id, ti.try_number - 1, settings)
             extracted, retried = steps.retry_failed_symbols(
