@@ -1,9 +1,12 @@
 #!/usr/bin/env bash
 # The whole pipeline on your machine, with one command: no API keys, no internet, no Docker.
 #
-#   ./scripts/run-local.sh          set up, seed the offline data, start every service,
-#                                   run daily_etl_pipeline once and print a summary
+#   ./scripts/run-local.sh          set up, seed the offline data, start every service, load
+#                                   one year of history, run daily_etl_pipeline once and print a summary
 #   ./scripts/run-local.sh start    start (or reuse) the services only
+#   ./scripts/run-local.sh history  load the year of offline history up to the latest completed
+#                                   NYSE session (on a later day run the script without arguments
+#                                   instead: it also writes the offline data up to that session)
 #   ./scripts/run-local.sh trigger  follow the active run or trigger one, wait, print the summary
 #   ./scripts/run-local.sh status   show which services run
 #   ./scripts/run-local.sh stop     stop everything this script started
@@ -177,6 +180,30 @@ active_run() {
     | "$VENV/bin/python" -c 'import json, sys; runs = json.load(sys.stdin)["dag_runs"]; print(runs[0]["dag_run_id"] if runs else "")'
 }
 
+seed_offline_data() {
+  # The synthetic CSVs end at the latest completed session on the day they are written: write
+  # them again (identical up to that day) so a later day has its sessions too.
+  log "Seeding the offline data (synthetic prices up to the latest completed session)"
+  OFFLINE_DATA_DIR="$OFFLINE_DATA_DIR" "$ROOT/scripts/seed-data.sh"
+}
+
+load_history() {
+  # One year of offline history up to the latest completed NYSE session (src/market_calendar.py),
+  # so every indicator (SMA 200 needs 200 sessions) is warm and the health checks pass before the
+  # first DAG run. The range is computed here, never written down: it moves with the calendar.
+  local range start end started=$SECONDS
+  range="$("$VENV/bin/python" -c 'from src.market_calendar import latest_completed_session, recent_sessions
+sessions = recent_sessions(latest_completed_session(), 253)
+print(sessions[0], sessions[-1])')"
+  read -r start end <<<"$range"
+  log "Loading the offline history $start..$end (253 NYSE sessions: one year) into $SQLITE_PATH"
+  # In memory, without S3 (S3_BUCKET empty): the raw zone is for the daily runs' API replies.
+  S3_BUCKET="" "$VENV/bin/python" -m src.pipeline run --source file --data-dir "$OFFLINE_DATA_DIR" \
+    --start "$start" --end "$end" --no-progress >>"$LOG_DIR/history.log" 2>&1 \
+    || { tail -n 30 "$LOG_DIR/history.log" >&2; die "loading the history failed; see $LOG_DIR/history.log"; }
+  log "History $start..$end loaded in $((SECONDS - started)) s (log: $LOG_DIR/history.log)"
+}
+
 run_latest_session() {
   # Make sure a run loads the latest completed NYSE session, wait for it, print a summary.
   local run_id="" state started=$SECONDS
@@ -275,12 +302,16 @@ main() {
         cp "$ROOT/.env.example" "$ROOT/.env"
         log "Created .env from .env.example (the local stack overrides its endpoints)"
       fi
-      log "Seeding the offline data (synthetic prices up to the latest completed session)"
-      OFFLINE_DATA_DIR="$OFFLINE_DATA_DIR" "$ROOT/scripts/seed-data.sh"
+      seed_offline_data
       start_services
+      load_history
       run_latest_session
       ;;
     start) start_services ;;
+    history)
+      mkdir -p "$LOG_DIR"
+      load_history
+      ;;
     trigger) run_latest_session ;;
     status) show_status ;;
     stop) stop_all ;;
@@ -288,7 +319,7 @@ main() {
       shift
       exec airflow "$@"
       ;;
-    *) die "unknown command '$command' (use: up, start, trigger, status, stop, airflow ...)" ;;
+    *) die "unknown command '$command' (use: up, start, history, trigger, status, stop, airflow ...)" ;;
   esac
 }
 

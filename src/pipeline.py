@@ -19,7 +19,9 @@ rerun of the same dates completes it.
 from __future__ import annotations
 
 import argparse
+import calendar
 import errno
+import re
 import signal
 import sys
 from datetime import date
@@ -34,14 +36,6 @@ EXIT_BAD_INPUT = 2
 # Stopped by a signal: 128 + its number, as shells report it (src/stop_signals.py).
 EXIT_SIGINT = 128 + signal.SIGINT  # 130
 EXIT_SIGTERM = 128 + signal.SIGTERM  # 143
-
-EXIT_CODES_HELP = """exit codes:
-  0    every symbol loaded
-  1    some symbols failed, or the run stopped at runtime (disk full, warehouse locked,
-       S3 down, background worker killed); the run is recorded and alerted
-  2    bad arguments or configuration (e.g. SQLITE_PATH or STATE_DIR unusable)
-  130  stopped by SIGINT (Ctrl-C); 143 stopped by SIGTERM: recorded `interrupted`
-       with what was loaded; rerun the same dates to complete it"""
 
 # OSError numbers that mean "the disk cannot take the run's files": a message, not a traceback.
 STOPPING_OS_ERRORS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM)
@@ -67,25 +61,102 @@ def format_summary(summary) -> str:
     return "\n".join(lines)
 
 
-def _parse_date(text: str) -> date:
-    try:
-        return date.fromisoformat(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a date (expected YYYY-MM-DD): {text!r}") from None
+# Shown at the end of `--help` (the top level and `run`).
+HELP_EPILOG = f"""Example:
+  python -m src.pipeline run --symbols AAPL,MSFT --start 2024-01-02 --end 2024-03-28
+
+Exit codes:
+  {EXIT_OK}    every symbol loaded
+  {EXIT_SOME_FAILED}    some symbols failed (the summary names them and why; rerunning is safe), or the run
+       stopped at runtime (disk full, warehouse locked, S3 down, background worker killed);
+       the run is recorded and alerted
+  {EXIT_BAD_INPUT}    bad arguments or configuration (the message says what to fix, e.g. an unusable
+       SQLITE_PATH or STATE_DIR)
+  {EXIT_SIGINT}  stopped by SIGINT (Ctrl-C); {EXIT_SIGTERM} stopped by SIGTERM: recorded `interrupted`
+       with what was loaded; rerun the same dates to complete it
+"""
+
+
+def parse_date(text: str) -> date:
+    """A command-line date, YYYY-MM-DD; the error names what is wrong (the month, the day).
+
+    Raises:
+        argparse.ArgumentTypeError: not a date; argparse prints it with the argument's name.
+
+    Example:
+        >>> parse_date("2024-02-29")
+        datetime.date(2024, 2, 29)
+    """
+    match = re.fullmatch(r"(\d{4})-(\d{2})-(\d{2})", text.strip())
+    if not match:
+        raise argparse.ArgumentTypeError(f"{text!r}: not a date: expected YYYY-MM-DD, e.g. 2024-01-02")
+    year, month, day = (int(part) for part in match.groups())
+    if not 1 <= month <= 12:
+        raise argparse.ArgumentTypeError(f"{text!r}: month {match.group(2)} is not a month (01-12)")
+    days_in_month = calendar.monthrange(year, month)[1]
+    if not 1 <= day <= days_in_month:
+        raise argparse.ArgumentTypeError(
+            f"{text!r}: day {match.group(3)} is not in {calendar.month_name[month]} {year} "
+            f"(it has {days_in_month} days)"
+        )
+    return date(year, month, day)
+
+
+def choose_sources(choice: str, settings) -> list[str] | None:
+    """The run's sources for `--source`, checked against the Alpha Vantage key.
+
+    With `auto` and no key, Alpha Vantage is skipped with one warning and the next sources of
+    DATA_SOURCES are used (the README's Yahoo fallback); an explicit `alpha_vantage` without a
+    key is a configuration error.
+
+    Returns:
+        The sources to try in order, or None for DATA_SOURCES as they are.
+
+    Raises:
+        ConfigurationError: `--source alpha_vantage` without a key, or no source left.
+    """
+    if settings.alpha_vantage_api_key:
+        return None if choice == "auto" else [choice]
+    if choice == "alpha_vantage":
+        raise ConfigurationError(
+            "--source alpha_vantage needs ALPHA_VANTAGE_API_KEY, which is not set. Get a free key at "
+            "https://www.alphavantage.co/support/#api-key and put it in .env, or use --source auto "
+            "(the next source of DATA_SOURCES), --source yahoo or --source file."
+        )
+    if choice != "auto" or "alpha_vantage" not in settings.data_sources:
+        return None if choice == "auto" else [choice]
+    rest = [source for source in settings.data_sources if source != "alpha_vantage"]
+    if not rest:
+        raise ConfigurationError(
+            "ALPHA_VANTAGE_API_KEY is not set and DATA_SOURCES lists only alpha_vantage: put a key in .env, "
+            "or add another source (e.g. DATA_SOURCES=alpha_vantage,yahoo)."
+        )
+    print(
+        f"warning: ALPHA_VANTAGE_API_KEY is not set: skipping alpha_vantage, using {', '.join(rest)} "
+        "(DATA_SOURCES order)",
+        file=sys.stderr,
+    )
+    return rest
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m src.pipeline",
         description=__doc__.split("\n")[0],
-        epilog=EXIT_CODES_HELP,
+        epilog=HELP_EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     commands = parser.add_subparsers(dest="command", required=True)
-    run = commands.add_parser("run", help="fetch, transform and load prices for a date range")
+    run = commands.add_parser(
+        "run",
+        help="fetch, transform and load prices for a date range",
+        description="Fetch, transform and load prices for an inclusive date range.",
+        epilog=HELP_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     run.add_argument("--symbols", help="comma-separated symbols (default: SYMBOLS from the settings)")
-    run.add_argument("--start", type=_parse_date, required=True, help="first date, YYYY-MM-DD (inclusive)")
-    run.add_argument("--end", type=_parse_date, required=True, help="last date, YYYY-MM-DD (inclusive)")
+    run.add_argument("--start", type=parse_date, required=True, help="first date, YYYY-MM-DD (inclusive)")
+    run.add_argument("--end", type=parse_date, required=True, help="last date, YYYY-MM-DD (inclusive)")
     run.add_argument(
         "--source",
         choices=["auto", "alpha_vantage", "yahoo", "file"],
@@ -129,12 +200,13 @@ def _run_command(argv: list[str] | None) -> int:
         symbols = steps.resolve_symbols(args.symbols, settings)
         if args.start > args.end:
             raise ConfigurationError(f"--start {args.start} is after --end {args.end}")
+        sources = choose_sources(args.source, settings)
         summary = steps.run_pipeline(
             symbols,
             args.start,
             args.end,
             settings,
-            sources=steps.sources_for(args.source),
+            sources=sources,
             show_progress=not args.no_progress,
         )
     except (InvalidSymbolInputError, ConfigurationError) as exc:

@@ -52,7 +52,7 @@ from src.ingestion.sources import fetch_batch
 from src.ingestion.symbols import normalize_symbols
 from src.market_calendar import latest_completed_session, utc_now_iso
 from src.monitoring.alerting import send_run_alert
-from src.monitoring.health_checks import check_freshness, run_pipeline_checks
+from src.monitoring.health_checks import check_freshness, run_pipeline_checks, table_ref
 from src.monitoring.metrics import publish_run_metrics
 from src.storage import sqlite_bulk_load
 from src.storage.landing import find_landed_reply, land_reply
@@ -66,6 +66,7 @@ from src.storage.s3_handler import (
 from src.stop_signals import RunInterrupted, watch_stop_signals
 from src.storage.warehouse import Warehouse, open_warehouse
 from src.transformation.indicators_vectorised import LOOKBACK_ROWS
+from src.transformation.series_kind import refuse_mixed_series
 from src.transformation.transform import QUARANTINE_COLUMNS, transform_prices
 from src.transformation.warehouse_rows import build_warehouse_rows, unchanged_symbols
 
@@ -200,10 +201,23 @@ class RunSummary:
             "error": self.describe_error() or None,
         }
 
+    def failure_reasons(self) -> str:
+        """Why symbols are missing, one 'SYMBOL: reason' per symbol ('' when none failed).
+
+        It fills pipeline_runs.error for a partial or failed run, so the row says why without
+        reading the failed_symbols JSON.
+        """
+        reasons = "; ".join(f"{symbol}: {reason}" for symbol, reason in sorted(self.failed.items()))
+        return f"{len(self.failed)} of {len(self.symbols_requested)} symbols failed: {reasons}" if reasons else ""
+
     def describe_error(self) -> str:
-        """What stopped the run: 'interrupted by SIGINT (...)', the error, or '' for a run that ran to its end."""
+        """What stopped the run or what it lacks, for pipeline_runs.error ('' for a complete run).
+
+        'interrupted by SIGINT (...)' for a stopped run, else the run's error, else the failed
+        symbols' reasons.
+        """
         if not self.interrupted_by:
-            return self.error
+            return self.error or self.failure_reasons()
         stopped = f"interrupted by {self.interrupted_by} after {len(self.loaded)} of {len(self.symbols_requested)} symbols"
         stopped += "; rerun the same dates to load the rest"
         return f"{stopped}; {self.error}" if self.error else stopped
@@ -535,6 +549,7 @@ def load_prices(
         to_load = clean
         if symbols:
             stored = warehouse.read_lookback(symbols, before=clean["trade_date"].min(), rows=LOOKBACK_ROWS)
+            refuse_mixed_series(clean, stored)  # before anything is written
             # A rerun of an unchanged range: the symbols whose rows are all stored as they are
             # would be written again unchanged, so they are skipped (warehouse_rows.unchanged_symbols).
             unchanged = unchanged_symbols(clean, stored)
@@ -663,11 +678,78 @@ def finish_task_run(
             summary.failed[symbol] = BATCH_DID_NOT_FINISH
     record = finish_run(summary, settings, alert=False)
     if summary.failed:
-        raise PipelineRunFailed(
-            f"run {run_id} for {run_date}: {len(summary.failed)} of {len(symbols)} symbols failed: "
-            + "; ".join(f"{symbol}: {reason}" for symbol, reason in sorted(summary.failed.items()))
-        )
+        raise PipelineRunFailed(f"run {run_id} for {run_date}: {summary.failure_reasons()}")
     return record
+
+
+def retry_failed_symbols(
+    extract_results: list[dict],
+    start: date,
+    end: date,
+    run_date: date,
+    run_id: str,
+    settings: Settings,
+    *,
+    sources: list[str] | None = None,
+) -> tuple[list[dict], list[dict]]:
+    """Extract, transform and load again the symbols the run's extract could not serve.
+
+    The DAG's finish_run calls it when a person cleared it after a failed run (the outage is
+    over): the extract tasks stayed green, so their stored results (XComs) still name the
+    failed symbols, and only a new fetch can fill the hole. Symbols that were loaded are not
+    fetched again.
+
+    Args:
+        extract_results: the run's `Extracted.to_xcom()` dicts, one per batch.
+        start: first trading day of the run (inclusive).
+        end: last trading day of the run (inclusive).
+        run_date: the run's logical date (S3 ingest_date).
+        run_id: the run writing the rows.
+        settings: loaded settings.
+        sources: the run's sources (None: `settings.data_sources`).
+
+    Returns:
+        (extract_results, load_results): the batches' results with their failures replaced by
+        this new try's, and the new try's load result (an empty list when nothing had failed).
+    """
+    failed = sorted({symbol for result in extract_results for symbol in result["failed"]})
+    if not failed:
+        return extract_results, []
+    logger.info("retrying %d symbols that failed before (%s) for %s..%s", len(failed), ", ".join(failed), start, end)
+    extracted = extract_batch(failed, start, end, run_date, settings, sources=sources)
+    transformed = transform_batch(extracted, run_date, "batch-retry", settings)
+    loaded = load_batch(transformed, run_id, settings)
+    # The new try's failures (if any) replace the old ones: a symbol fetched now is no hole.
+    earlier = [{**result, "failed": {}} for result in extract_results]
+    return [*earlier, extracted.to_xcom()], [loaded.to_xcom()]
+
+
+def keep_earlier_try(run_id: str, try_number: int, settings: Settings) -> str | None:
+    """Copy a failed run's pipeline_runs row to `<run_id>#try<n>` before a new try records the run.
+
+    A cleared finish_run records the run again under its run_id; the copy keeps the first
+    outcome (status and reasons) in pipeline_runs, so the table shows the failure and the
+    recovery.
+
+    Args:
+        run_id: the Airflow run.
+        try_number: the try whose outcome the stored row holds.
+        settings: loaded settings.
+
+    Returns:
+        The copy's run_id, or None when the stored row is not a failed or partial run.
+    """
+    warehouse = open_warehouse(settings)
+    try:
+        rows = warehouse.query(f"SELECT * FROM {table_ref(warehouse, 'pipeline_runs')} WHERE run_id = ?", [run_id])
+        if rows.empty or rows["status"].iloc[0] not in ("failed", "partial"):
+            return None
+        row = {name: value for name, value in rows.iloc[0].to_dict().items() if not pd.isna(value)}
+        row["run_id"] = f"{run_id}#try{try_number}"
+        warehouse.record_run(row)
+        return row["run_id"]
+    finally:
+        warehouse.close()
 
 
 def check_data_quality(symbols: list[str], run_date: date, settings: Settings, run_id: str | None = None) -> dict:

@@ -39,7 +39,7 @@ prices are in the warehouse long before the next open.
 | `etl_batch.extract` | per batch: Alpha Vantage, else Yahoo; raw replies land in S3 (pool `alpha_vantage`) |
 | `etl_batch.transform` | per batch: validate and clean (bad rows to quarantine); processed Parquet lands in S3 |
 | `etl_batch.load` | per batch: indicators and bars from the stored lookback, upsert (pool `warehouse_writer`) |
-| `finish_run` | records the run in `pipeline_runs`, publishes metrics; **fails** (no retries) if a symbol failed |
+| `finish_run` | records the run; **fails** (no retries) if a symbol failed; cleared, it fetches the missing ones |
 | `check_data_quality` | checks the loaded day (fresh, complete, sane); a failed check sends a Slack alert |
 
 **Which day?** The run fetches the latest NYSE session that had closed at the run's logical
@@ -48,6 +48,10 @@ on a weekend. Trigger with params `start` / `end` to load a range instead.
 
 Re-running a date is safe: every write is an upsert keyed by (symbol, trade_date), and the S3
 keys are named after the trading day. A failed task posts one Slack alert.
+
+**Recovering a failed run:** fix the cause (e.g. the outage ends), then **Clear** the red
+`finish_run` (the dialog's defaults). It fetches, transforms and loads the missing symbols, and
+the run turns green; the first try's outcome stays in `pipeline_runs` as `<run_id>#try1`.
 """
 
 
@@ -148,12 +152,16 @@ def daily_etl_pipeline():
         return steps.resolve_symbols(params.get("symbols"), load_settings())
 
     @task
-    def start_run(symbols: list[str], params=None, dag_run=None, run_id=None) -> dict:
+    def start_run(symbols: list[str], params=None, dag_run=None, run_id=None, ti=None) -> dict:
         """Choose the dates to fetch and record the run as running; returns them for the other tasks."""
         from datetime import date
 
         from src import steps
         from src.config import ConfigurationError, load_settings
+
+        if ti.try_number > 1:
+            # The whole run was cleared: keep the earlier try's outcome before it is overwritten.
+            steps.keep_earlier_try(run_id, ti.try_number - 1, load_settings())
 
         trading_day = trading_day_of(dag_run)
         end = params.get("end") or trading_day
@@ -213,8 +221,14 @@ def daily_etl_pipeline():
     # all_done: the run is recorded even when a batch task failed or was stopped (SIGTERM from
     # a deploy or a worker shutdown); its symbols are then recorded as failed, never `running`.
     @task(trigger_rule="all_done")
-    def finish_run(symbols: list[str], run: dict, extract_results, load_results, run_id=None) -> dict:
-        """Record the run's outcome and metrics; fails (and alerts) at once if any symbol failed."""
+    def finish_run(
+        symbols: list[str], run: dict, extract_results, load_results, params=None, run_id=None, ti=None
+    ) -> dict:
+        """Record the run's outcome and metrics; fails (and alerts) at once if any symbol failed.
+
+        Cleared after a failure (try 2 or later), it first fetches, transforms and loads the
+        symbols the run lacked: clearing the red task is the whole recovery.
+        """
         from datetime import date
 
         from airflow.sdk.exceptions import AirflowFailException
@@ -222,16 +236,19 @@ def daily_etl_pipeline():
         from src import steps
         from src.config import load_settings
 
-        try:
-            return steps.finish_task_run(
-                run_id,
-                date.fromisoformat(run["run_date"]),
-                symbols,
-                run["started_at"],
-                all_batches(extract_results),
-                all_batches(load_results),
-                load_settings(),
+        settings = load_settings()
+        start, end, run_date = (date.fromisoformat(run[name]) for name in ("start", "end", "run_date"))
+        extracted, loaded = all_batches(extract_results), all_batches(load_results)
+        # Missing symbols fail this task without retries (below): a later try is a person's Clear
+        # (or a retry after a crash). Either way, fetch what the run lacked before summing it up.
+        if ti.try_number > 1:
+            steps.keep_earlier_try(run_id, ti.try_number - 1, settings)
+            extracted, retried = steps.retry_failed_symbols(
+                extracted, start, end, run_date, run_id, settings, sources=steps.sources_for(params.get("source"))
             )
+            loaded = loaded + retried
+        try:
+            return steps.finish_task_run(run_id, run_date, symbols, run["started_at"], extracted, loaded, settings)
         except steps.PipelineRunFailed as exc:
             # Missing symbols are a fact about this run, not a hiccup: a retry would record the
             # same outcome again and only delay the alert. AirflowFailException skips the retries.

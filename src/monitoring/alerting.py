@@ -264,6 +264,24 @@ def task_failure_info_from_context(context, airflow_base_url: str | None = None)
     }
 
 
+def recovery_hint(task_id: str) -> str:
+    """What a person does to recover from a failed task, in one sentence (Slack mrkdwn).
+
+    finish_run is where missing symbols fail a run; cleared, it fetches them again
+    (airflow/dags/daily_etl_pipeline.py). Any other task: clearing it with the dialog's
+    defaults re-runs it and the tasks after it.
+    """
+    if task_id == "finish_run":
+        return (
+            "fix the cause (e.g. wait for the source's outage to end), then Clear `finish_run` in this run "
+            "(the Clear dialog's defaults): it fetches the missing symbols again and the run turns green."
+        )
+    return (
+        f"fix the cause, then Clear `{task_id}` in this run "
+        "(the Clear dialog's defaults also re-run the tasks after it)."
+    )
+
+
 def build_task_failure_message(info: dict) -> tuple[str, list]:
     """Build the Slack text and blocks for one failed task (a pure function: no I/O).
 
@@ -279,7 +297,15 @@ def build_task_failure_message(info: dict) -> tuple[str, list]:
     task = f"`{_escape(info['task_id'])}`"
     if map_index >= 0:
         task += f" (map index {map_index})"
-    tries = f"{info['try_number']} of {info['max_tries'] + 1}"
+    # The callback runs for the final failure only. A task that raised AirflowFailException
+    # (finish_run) ends before its retries are used: say "not retried", never "try 1 of 3".
+    if info["try_number"] >= info["max_tries"] + 1:
+        tries = f"{info['try_number']} of {info['max_tries'] + 1}"
+        try_field, try_text = f"{tries} (final)", f"final failure on try {tries}"
+    else:
+        try_field = f"{info['try_number']} (final: not retried)"
+        try_text = f"final failure on try {info['try_number']} (not retried)"
+    recover = recovery_hint(info["task_id"])
     logical_date = _format_date(info.get("logical_date"))
     error = f"{info['exception_class']}: {info['exception_message']}"
 
@@ -293,7 +319,7 @@ def build_task_failure_message(info: dict) -> tuple[str, list]:
                 _field("Task", task),
                 _field("Run", f"`{_escape(info['run_id'])}`"),
                 _field("Logical date", logical_date),
-                _field("Try", tries),
+                _field("Try", try_field),
                 _field("Error", f"`{_escape(info['exception_class'])}`"),
             ],
         },
@@ -321,6 +347,7 @@ def build_task_failure_message(info: dict) -> tuple[str, list]:
         )
         blocks.append({"type": "section", "text": {"type": "mrkdwn", "text": note}})
 
+    blocks.append({"type": "section", "text": {"type": "mrkdwn", "text": f"*To recover:* {recover}"}})
     blocks.append(
         {
             "type": "context",
@@ -331,7 +358,8 @@ def build_task_failure_message(info: dict) -> tuple[str, list]:
     label = info["task_id"] if map_index < 0 else f"{info['task_id']}[{map_index}]"
     text = _escape(
         f"Task failed: {info['dag_id']}.{label} in run {info['run_id']} "
-        f"(logical date {logical_date}), try {tries}. {error}. Log: {info['log_url']}"
+        f"(logical date {logical_date}), {try_text}. {error}. To recover: {recover.replace('`', '')} "
+        f"Log: {info['log_url']}"
     )
     return text, blocks
 

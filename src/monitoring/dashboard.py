@@ -380,6 +380,24 @@ def _badge(text: str, kind: str) -> str:
     return f'<span class="badge {kind}">{html.escape(text)}</span>'
 
 
+def series_badge(sessions: int, synthetic_rows: int, sources: list[str]) -> str:
+    """The badge that says what one symbol's stored series holds: synthetic, real (from where), or mixed.
+
+    Loads never mix the two kinds in one series (src/transformation/series_kind.py); a
+    warehouse filled before that rule may, and then the page says so instead of guessing.
+
+    Args:
+        sessions: the symbol's stored rows.
+        synthetic_rows: how many of them are synthetic.
+        sources: the real sources among the rows shown (e.g. ['file']).
+    """
+    if synthetic_rows == 0:
+        return _badge(f"real prices ({', '.join(sources) or 'real source'})", "good")
+    if synthetic_rows >= sessions:
+        return _badge("synthetic demo data", "warn")
+    return _badge(f"mixed: {synthetic_rows} synthetic and {sessions - synthetic_rows} real rows", "bad")
+
+
 def health_table_html(results: list[CheckResult]) -> str:
     """The health checks as an HTML table with OK / FAIL badges."""
     rows = []
@@ -504,7 +522,7 @@ def render_page(
     warehouse_label: str,
     health: list[CheckResult],
     signals_html: str,
-    symbol_sections: list[tuple[str, go.Figure, bool]],
+    symbol_sections: list[tuple[str, go.Figure, str]],
     runs_figure: go.Figure | None,
     synthetic: bool,
     totals: dict,
@@ -548,8 +566,8 @@ def render_page(
     )
     parts.append(f'<section class="card" id="health"><h2>Pipeline health now</h2>{health_table_html(health)}</section>')
     parts.append(f'<section class="card" id="signals"><h2>Latest signals</h2>{signals_html}</section>')
-    for symbol, figure, is_synthetic in symbol_sections:
-        tag = " " + _badge("synthetic demo data", "warn") if is_synthetic else ""
+    for symbol, figure, badge in symbol_sections:
+        tag = " " + badge
         parts.append(
             f'<section class="card symbol" id="symbol-{html.escape(symbol)}"><h2>{html.escape(symbol)}{tag}</h2>'
             f"{figure_html(figure, f'chart-{symbol}')}</section>"
@@ -612,7 +630,9 @@ def build_dashboard(
         for row in top.itertuples():
             history = read_symbol_history(warehouse, row.symbol)
             is_synthetic = bool((history["source"] == SYNTHETIC_SOURCE).any())
-            sections.append((row.symbol, build_price_figure(row.symbol, history, is_synthetic), is_synthetic))
+            real_sources = sorted(set(history["source"].astype(str)) - {SYNTHETIC_SOURCE})
+            badge = series_badge(int(row.sessions), int(row.synthetic_rows), real_sources)
+            sections.append((row.symbol, build_price_figure(row.symbol, history, is_synthetic), badge))
         signals = read_latest_signals(warehouse)
         runs = read_recent_runs(warehouse)
         totals_sql = (

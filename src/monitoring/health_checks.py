@@ -441,6 +441,9 @@ def check_last_run(
 ) -> CheckResult:
     """Did the latest pipeline run (by started_at) succeed within `max_duration_seconds`?
 
+    Of a cleared-and-recovered Airflow run, whose first try is kept as `<run_id>#try1` with the
+    same started_at, the row that ended last is the run's outcome.
+
     A run that is still `running` passes until it has been running for longer than that
     (then it is probably stuck or its worker died).
 
@@ -457,7 +460,7 @@ def check_last_run(
     runs = table_ref(warehouse, "pipeline_runs")
     sql = (
         "SELECT run_id, logical_date, status, started_at, ended_at, duration_seconds, symbols_failed, "
-        f"failed_symbols, error FROM {runs} ORDER BY started_at DESC LIMIT 1"
+        f"failed_symbols, error FROM {runs} ORDER BY started_at DESC, ended_at DESC LIMIT 1"
     )
     found = warehouse.query(sql)
     if found.empty:

@@ -166,7 +166,10 @@ def test_real_dashboard_renders_every_chart_without_errors(browser, real_dashboa
     assert page.locator(".js-plotly-plot").count() == 5
     assert page.locator(".plotly-graph-div").count() == 5
     # Most sessions first: IBM lost one to quarantine, the others tie and go by name.
-    assert page.locator("section.symbol h2").all_inner_texts() == ["AAPL", "GOOG", "MSFT", "IBM"]
+    # Each symbol says what its series holds: real prices here, and from which source.
+    assert page.locator("section.symbol h2").all_inner_texts() == [
+        f"{symbol} real prices (file)" for symbol in ("AAPL", "GOOG", "MSFT", "IBM")
+    ]
     # Each symbol chart draws close, 3 SMAs, VWAP, RSI and volume: 7 traces.
     traces = page.evaluate(
         "() => Array.from(document.querySelectorAll('section.symbol .js-plotly-plot')).map(d => d.data.length)"
@@ -220,6 +223,10 @@ def test_synthetic_data_is_labelled_on_the_page_and_on_each_chart(browser, synth
     annotations = page.locator("section.symbol .js-plotly-plot .annotation-text").all_text_contents()
     assert annotations.count(SYNTHETIC_LABEL) == 2
     assert page.locator("#signals-table .badge.warn").all_inner_texts() == ["synthetic", "synthetic"]
+    assert page.locator("section.symbol h2").all_inner_texts() == [
+        "AAPL synthetic demo data",
+        "MSFT synthetic demo data",
+    ]
     assert errors == []
     assert blocked == []
     page.close()

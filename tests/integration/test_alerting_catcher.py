@@ -248,7 +248,7 @@ def test_failure_callback_posts_the_details_with_secrets_redacted(alert_env, sla
         "*Task*\n`load_warehouse`",
         f"*Run*\n`{RUN_ID}`",
         "*Logical date*\n2024-03-15T21:30:00+00:00",
-        "*Try*\n3 of 3",
+        "*Try*\n3 of 3 (final)",
         "*Error*\n`ConnectionError`",
     ]
     assert blocks[2]["text"]["text"] == (
@@ -256,7 +256,7 @@ def test_failure_callback_posts_the_details_with_secrets_redacted(alert_env, sla
         "&amp;symbol=IBM&amp;apikey=*** failed; key *** rejected; webhook *** down too```"
     )
     log_url = f"{BASE}/dags/{DAG_ID}/runs/{RUN_ID_QUOTED}/tasks/load_warehouse?try_number=3"
-    assert blocks[3]["elements"][0]["text"] == f"<{log_url}|Open the task log in Airflow>"
+    assert blocks[-1]["elements"][0]["text"] == f"<{log_url}|Open the task log in Airflow>"
     for secret in (SECRET_KEY, slack_catcher.url, "T000/B000/XXXX"):
         assert secret not in json.dumps(payloads[0])
         assert secret not in caplog.text
@@ -481,7 +481,7 @@ def test_dag_test_run_alerts_once_per_failed_task(airflow_home, slack_catcher, t
 
     # flaky failed twice: the first try went to on_task_retry (logged, not posted).
     flaky_fields = [field["text"] for field in by_task["flaky"]["payload"]["blocks"][1]["fields"]]
-    assert flaky_fields[4:] == ["*Try*\n2 of 2", "*Error*\n`TimeoutError`"]
+    assert flaky_fields[4:] == ["*Try*\n2 of 2 (final)", "*Error*\n`TimeoutError`"]
     assert "failed on try 1 of 2; Airflow will retry it. TimeoutError: Alpha Vantage did not answer" in output
 
     mapped_blocks = by_task["extract_prices"]["payload"]["blocks"]

@@ -186,7 +186,7 @@ def test_an_empty_symbols_param_of_the_dag_is_refused(env):
         (("--symbols", "IBM", "--start", "2012-02-01", "--end", "2012-01-01"), "is after --end"),
         (
             ("--symbols", "IBM", "--source", "alpha_vantage", "--start", "2012-01-03", "--end", "2012-01-31"),
-            "ALPHA_VANTAGE_API_KEY is not set",
+            "--source alpha_vantage needs ALPHA_VANTAGE_API_KEY, which is not set",
         ),
     ],
 )

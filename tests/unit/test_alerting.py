@@ -58,8 +58,10 @@ def test_task_failure_message_has_exact_text_and_blocks():
 
     assert text == (
         f"Task failed: cloudscale_finance_etl.load_warehouse in run {RUN_ID} "
-        "(logical date 2024-03-15T21:30:00+00:00), try 3 of 3. "
-        f"OperationalError: database is locked. Log: {LOG_URL}"
+        "(logical date 2024-03-15T21:30:00+00:00), final failure on try 3 of 3. "
+        "OperationalError: database is locked. "
+        "To recover: fix the cause, then Clear load_warehouse in this run (the Clear dialog's defaults "
+        f"also re-run the tasks after it). Log: {LOG_URL}"
     )
     assert blocks == [
         {
@@ -73,11 +75,19 @@ def test_task_failure_message_has_exact_text_and_blocks():
                 {"type": "mrkdwn", "text": "*Task*\n`load_warehouse`"},
                 {"type": "mrkdwn", "text": f"*Run*\n`{RUN_ID}`"},
                 {"type": "mrkdwn", "text": "*Logical date*\n2024-03-15T21:30:00+00:00"},
-                {"type": "mrkdwn", "text": "*Try*\n3 of 3"},
+                {"type": "mrkdwn", "text": "*Try*\n3 of 3 (final)"},
                 {"type": "mrkdwn", "text": "*Error*\n`OperationalError`"},
             ],
         },
         {"type": "section", "text": {"type": "mrkdwn", "text": "```OperationalError: database is locked```"}},
+        {
+            "type": "section",
+            "text": {
+                "type": "mrkdwn",
+                "text": "*To recover:* fix the cause, then Clear `load_warehouse` in this run (the Clear "
+                "dialog's defaults also re-run the tasks after it).",
+            },
+        },
         {
             "type": "context",
             "elements": [{"type": "mrkdwn", "text": f"<{LOG_URL}|Open the task log in Airflow>"}],
@@ -103,7 +113,7 @@ def test_mapped_task_message_says_which_map_indexes_failed():
 
     assert text.startswith("Task failed: cloudscale_finance_etl.extract_prices[7] in run ")
     assert blocks[1]["fields"][1] == {"type": "mrkdwn", "text": "*Task*\n`extract_prices` (map index 7)"}
-    assert blocks[1]["fields"][4] == {"type": "mrkdwn", "text": "*Try*\n1 of 1"}
+    assert blocks[1]["fields"][4] == {"type": "mrkdwn", "text": "*Try*\n1 of 1 (final)"}
     assert blocks[3] == {
         "type": "section",
         "text": {
@@ -113,7 +123,22 @@ def test_mapped_task_message_says_which_map_indexes_failed():
             f"<{mapped_url}|see all mapped instances>.",
         },
     }
-    assert blocks[4]["elements"][0]["text"] == f"<{mapped_url}/7?try_number=1|Open the task log in Airflow>"
+    assert blocks[5]["elements"][0]["text"] == f"<{mapped_url}/7?try_number=1|Open the task log in Airflow>"
+
+
+def test_a_failure_that_is_never_retried_says_it_is_final_and_how_to_recover():
+    # finish_run raises AirflowFailException: Airflow skips its retries, so try 1 is the last.
+    info = failure_info(task_id="finish_run", try_number=1, max_tries=2, exception_class="AirflowFailException")
+
+    text, blocks = build_task_failure_message(info)
+
+    assert "final failure on try 1 (not retried)" in text
+    assert "of 3" not in text
+    assert blocks[1]["fields"][4] == {"type": "mrkdwn", "text": "*Try*\n1 (final: not retried)"}
+    assert blocks[3]["text"]["text"] == (
+        "*To recover:* fix the cause (e.g. wait for the source's outage to end), then Clear `finish_run` "
+        "in this run (the Clear dialog's defaults): it fetches the missing symbols again and the run turns green."
+    )
 
 
 def test_mapped_task_message_with_one_failure_and_no_link():

@@ -46,3 +46,12 @@ def test_the_figure_breaks_the_close_line_and_keeps_the_session_count():
 def test_a_history_without_holes_is_left_as_it_is():
     rows = history([("2024-07-01", 10.0, ""), ("2024-07-02", 11.0, "non_session_date")])
     assert break_lines_at_holes(rows) is rows
+
+
+def test_each_symbol_is_labelled_by_what_its_series_holds():
+    from src.monitoring.dashboard import series_badge
+
+    assert series_badge(250, 0, ["file"]) == '<span class="badge good">real prices (file)</span>'
+    assert series_badge(250, 250, []) == '<span class="badge warn">synthetic demo data</span>'
+    # A warehouse filled before loads refused mixing: the page says so rather than guess.
+    assert series_badge(300, 250, ["file"]) == '<span class="badge bad">mixed: 250 synthetic and 50 real rows</span>'
