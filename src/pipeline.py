@@ -66,14 +66,14 @@ HELP_EPILOG = f"""Example:
   python -m src.pipeline run --symbols AAPL,MSFT --start 2024-01-02 --end 2024-03-28
 
 Exit codes:
-  {EXIT_OK}    every symbol loaded
-  {EXIT_SOME_FAILED}    some symbols failed (the summary names them and why; rerunning is safe), or the run
-       stopped at runtime (disk full, warehouse locked, S3 down, background worker killed);
-       the run is recorded and alerted
-  {EXIT_BAD_INPUT}    bad arguments or configuration (the message says what to fix, e.g. an unusable
-       SQLITE_PATH or STATE_DIR)
+  {EXIT_OK}  every symbol loaded
+  {EXIT_SOME_FAILED}  some symbols failed (the summary names them and why; rerunning is safe), or the run
+     stopped at runtime (disk full, warehouse locked, S3 down, background worker killed);
+     the run is recorded and alerted
+  {EXIT_BAD_INPUT}  bad arguments or configuration (the message says what to fix, e.g. an unusable
+     SQLITE_PATH or STATE_DIR)
   {EXIT_SIGINT}  stopped by SIGINT (Ctrl-C); {EXIT_SIGTERM} stopped by SIGTERM: recorded `interrupted`
-       with what was loaded; rerun the same dates to complete it
+     with what was loaded; rerun the same dates to complete it
 """
 
 
