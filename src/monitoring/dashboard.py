@@ -65,6 +65,7 @@ COLORS = {
     "success": "#059669",
     "partial": "#f59e0b",
     "failed": "#dc2626",
+    "interrupted": "#7c3aed",
     "running": "#6b7280",
 }
 

@@ -33,13 +33,14 @@ import contextlib
 import io
 import json
 import logging
+import time
 import uuid
 from dataclasses import dataclass
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 
 import google.cloud.bigquery.client as bigquery_client_module
 import pandas as pd
-from google.api_core.exceptions import GoogleAPICallError
+from google.api_core.exceptions import Conflict, GoogleAPICallError, NotFound
 from google.auth.credentials import AnonymousCredentials
 from google.cloud import bigquery
 
@@ -70,6 +71,17 @@ STAGING_PREFIX = "_staging_"
 # bqemulator refuses a multipart upload (a load of less than 5 MB) whose data part has the
 # content type "*/*", which is what the client library sends. Real BigQuery accepts both.
 EMULATOR_UPLOAD_CONTENT_TYPE = "application/octet-stream"
+
+
+# The per-dataset load lock (see load_transaction).
+LOAD_LOCK_TABLE = "_load_lock"
+LOAD_LOCK_WAIT_SECONDS = 600.0  # a batch's load takes seconds; a run waits this long for another's
+LOAD_LOCK_STALE_SECONDS = 3600  # a lock older than this was left by a killed run
+LOAD_LOCK_POLL_SECONDS = 1.0
+
+
+class BigQueryLockedError(Exception):
+    """Another load held the dataset's load lock for longer than the wait."""
 
 
 class BigQueryLoadError(Exception):
@@ -236,17 +248,55 @@ def _add_missing_columns(wh: BigQueryWarehouse, table: Table, stored: bigquery.T
 # --- Writing: load job into staging, then MERGE ------------------------------------------------
 
 
-def load_transaction(wh: BigQueryWarehouse):
-    """The `with` block one batch's load runs in (`steps.load_prices`); see docs/bigquery.md.
+@contextlib.contextmanager
+def load_transaction(wh: BigQueryWarehouse, wait_seconds: float = LOAD_LOCK_WAIT_SECONDS):
+    """The `with` block one batch's load runs in (`steps.load_prices`): it holds the dataset's load lock.
 
-    BigQuery has no lock a reader can hold until its own writes commit, so here the block
-    adds nothing: the MERGE transaction of `load_batch` keeps each batch whole, and two loads
-    of the same dataset should not run at once (the DAG's load tasks share the one-slot pool
-    `warehouse_writer`, docs/airflow.md). Unlike SQLite, two concurrent CLI runs of
-    adjacent ranges on BigQuery can compute the later range's indicators without the earlier
-    range's history; rerun the later range afterwards.
+    BigQuery has no lock a reader can hold until its own writes commit, so two loads at once
+    (two CLI runs of adjacent ranges) could each compute indicators from a history without
+    the other's rows. One load per dataset at a time fixes that: the lock is a table,
+    `<dataset>._load_lock`, created at the start of the block and deleted at its end.
+    Creating a table that exists fails (409 Conflict) for everyone but one, so the first
+    load in holds it and the others wait. A lock left by a killed run expires: BigQuery
+    deletes it after LOAD_LOCK_STALE_SECONDS (its `expires`), and a waiting load takes over
+    a lock older than that itself.
+
+    Raises:
+        BigQueryLockedError: another load held the lock for longer than `wait_seconds`.
     """
-    return contextlib.nullcontext()
+    lock_id = wh.table_id(LOAD_LOCK_TABLE)
+    _acquire_load_lock(wh, lock_id, wait_seconds)
+    try:
+        yield
+    finally:
+        wh.client.delete_table(lock_id, not_found_ok=True)
+
+
+def _acquire_load_lock(wh: BigQueryWarehouse, lock_id: str, wait_seconds: float) -> None:
+    """Create the lock table, waiting (polling) while another load holds it."""
+    deadline = time.monotonic() + wait_seconds
+    while True:
+        lock = bigquery.Table(lock_id, schema=[bigquery.SchemaField("held_by", "STRING")])
+        lock.expires = datetime.now(UTC) + timedelta(seconds=LOAD_LOCK_STALE_SECONDS)
+        try:
+            wh.client.create_table(lock)
+            return
+        except Conflict:
+            pass
+        try:
+            held_since = wh.client.get_table(lock_id).created
+        except NotFound:
+            continue  # released between our two calls: try again at once
+        if held_since is not None and (datetime.now(UTC) - held_since).total_seconds() > LOAD_LOCK_STALE_SECONDS:
+            logger.warning("BigQuery: taking over the load lock %s left since %s (a killed run?)", lock_id, held_since)
+            wh.client.delete_table(lock_id, not_found_ok=True)
+            continue
+        if time.monotonic() > deadline:
+            raise BigQueryLockedError(
+                f"BigQuery dataset {wh.dataset} is locked: another load has held {lock_id} for more than "
+                f"{wait_seconds:g} s. Let that run finish and rerun; if no run is loading, delete that table."
+            )
+        time.sleep(LOAD_LOCK_POLL_SECONDS)
 
 
 def load_batch(wh: BigQueryWarehouse, frames: dict[str, pd.DataFrame]) -> dict[str, int]:

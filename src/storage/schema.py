@@ -196,7 +196,7 @@ PIPELINE_RUNS = Table(
         Column("logical_date", "DATE", description="the trading day the run is for"),
         Column("started_at", "TIMESTAMP"),
         Column("ended_at", "TIMESTAMP"),
-        Column("status", "STRING", description="running, success, partial or failed"),
+        Column("status", "STRING", description="running, success, partial, failed or interrupted"),
         Column("symbols_requested", "INTEGER"),
         Column("symbols_loaded", "INTEGER"),
         Column("symbols_failed", "INTEGER"),

@@ -531,3 +531,24 @@ def test_completeness_counts_a_hole_between_two_loads(warehouse):
     assert row["sessions_missing"] == expected - len(early) - len(late)
     days = query(warehouse, f"SELECT COUNT(*) AS n FROM `{warehouse.table_id('dim_date')}`")["n"].iloc[0]
     assert days == (pd.Timestamp("2001-08-31") - pd.Timestamp("2001-01-02")).days + 1
+
+
+# --- The per-dataset load lock (issue 19 case 4) ------------------------------------------------
+
+
+def test_a_second_load_waits_for_the_first_ones_lock_and_gets_it_when_released(bq_settings):
+    import time
+
+    from src.storage import bigquery_handler
+
+    first, second = connect(bq_settings), connect(bq_settings)
+    create_schema(first)
+    with bigquery_handler.load_transaction(first):
+        began = time.monotonic()
+        with pytest.raises(bigquery_handler.BigQueryLockedError, match=r"is locked: another load has held .*_load_lock"):
+            with bigquery_handler.load_transaction(second, wait_seconds=1.5):
+                pass
+        assert time.monotonic() - began >= 1.5
+    with bigquery_handler.load_transaction(second, wait_seconds=5):  # released: taken at once
+        assert "_load_lock" in table_names(second)
+    assert "_load_lock" not in table_names(second)

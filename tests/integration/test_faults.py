@@ -638,3 +638,48 @@ def test_a_writer_lock_held_past_the_busy_timeout_mid_run_is_logged_and_alerted(
     [alert] = slack_catcher.payloads()
     assert "FAILED" in alert["text"] and "NOT recorded in pipeline_runs" in alert["text"]
     assert "is locked" in alert["text"]
+
+
+def test_two_runs_of_adjacent_ranges_at_once_on_bigquery_see_each_others_history(tmp_path, data_dir, bq_settings):
+    """Issue 19 case 4 on BigQuery: the per-dataset load lock (bigquery_handler.load_transaction)."""
+    bq = {
+        "WAREHOUSE_BACKEND": "bigquery",
+        "GCP_PROJECT_ID": bq_settings.gcp_project_id,
+        "BIGQUERY_DATASET": bq_settings.bigquery_dataset,
+        "BIGQUERY_LOCATION": bq_settings.bigquery_location,
+        "BIGQUERY_API_ENDPOINT": bq_settings.bigquery_api_endpoint,
+    }
+    env = cli_process_env(tmp_path, BATCH_SIZE="3", FILE_SOURCE_DIR=str(data_dir), **bq)
+    command = [sys.executable, "-m", "src.pipeline", "run", "--no-progress", "--symbols", ",".join(SYMBOLS)]
+    ranges = [("2024-01-02", "2024-03-28"), ("2024-04-01", str(END))]
+    runs = [
+        subprocess.Popen(
+            [*command, "--start", first, "--end", last], cwd=PROJECT_ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+        )
+        for first, last in ranges
+    ]
+    outputs = [run.communicate(timeout=300) for run in runs]
+    assert [run.returncode for run in runs] == [0, 0], [err.decode()[-3000:] for _, err in outputs]
+
+    reference = tmp_path / "reference.db"
+    subprocess.run(
+        [*command, "--start", "2024-01-02", "--end", str(END)],
+        cwd=PROJECT_ROOT,
+        env=cli_process_env(tmp_path, SQLITE_PATH=str(reference), BATCH_SIZE="3", FILE_SOURCE_DIR=str(data_dir)),
+        check=True,
+        capture_output=True,
+    )
+    wh = bigquery_handler.connect(bq_settings)
+    try:
+        stored = bigquery_handler.query(
+            wh,
+            f"SELECT symbol, CAST(trade_date AS STRING) AS trade_date, sma_20, sma_50, rsi_14, vwap_20, daily_return "
+            f"FROM `{wh.table_id('fact_technical_indicators')}` ORDER BY 1, 2",
+        )
+    finally:
+        wh.close()
+    together = [tuple(row) for row in stored.astype(object).where(stored.notna(), None).itertuples(index=False)]
+    one_run = indicator_rows(reference)
+    assert len(together) == len(one_run)
+    differing = [row for row, expected in zip(together, one_run, strict=True) if row != pytest.approx(expected)]
+    assert differing == [], f"{len(differing)} of {len(one_run)} indicator rows differ from one full run"
