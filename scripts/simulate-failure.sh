@@ -86,6 +86,8 @@ case "${1:-}" in
   off)
     log "Mock Alpha Vantage: back to normal"
     mock_control "mode=normal"
+    log "To recover a failed run: in the UI ($UI_URL/dags/$DAG_ID) Clear its red finish_run, keeping the"
+    log "dialog's defaults; it fetches the missing symbols again and the run turns green"
     ;;
   run)
     run_alpha_vantage_only
