@@ -64,7 +64,8 @@ from src.storage.s3_handler import (
 from src.storage.warehouse import Warehouse, open_warehouse
 from src.transformation.indicators_vectorised import LOOKBACK_ROWS
 from src.transformation.transform import QUARANTINE_COLUMNS, transform_prices
-from src.transformation.warehouse_rows import build_warehouse_rows
+from src.transformation.splits import empty_splits, new_split_events
+from src.transformation.warehouse_rows import build_recomputed_rows, build_warehouse_rows
 
 logger = logging.getLogger(__name__)
 
@@ -124,6 +125,8 @@ class Loaded:
     rows_loaded: int
     rows_quarantined: int
     rows_by_source: dict[str, int]
+    # symbol -> the split dates this load learned, for symbols whose history it recomputed.
+    split_recomputes: dict[str, list[str]] = field(default_factory=dict)
 
     def to_xcom(self) -> dict:
         return asdict(self)
@@ -142,6 +145,7 @@ class RunSummary:
     rows_loaded: int = 0
     rows_quarantined: int = 0
     rows_by_source: dict[str, int] = field(default_factory=dict)
+    split_recomputes: dict[str, list[str]] = field(default_factory=dict)
     ended_at: str = ""
     elapsed_seconds: float = 0.0
     error: str = ""
@@ -160,6 +164,7 @@ class RunSummary:
             self.rows_quarantined += result.rows_quarantined
             for source, rows in result.rows_by_source.items():
                 self.rows_by_source[source] = self.rows_by_source.get(source, 0) + rows
+            self.split_recomputes.update(result.split_recomputes)
         for result in extracted:
             self.failed.update(result.failed)
             for symbol, source in result.fetched.items():
@@ -185,6 +190,7 @@ class RunSummary:
             "rows_by_source": self.rows_by_source,
             "duration_seconds": round(self.elapsed_seconds, 3),
             "error": self.error or None,
+            "split_recomputes": self.split_recomputes or None,
         }
 
 
@@ -483,6 +489,7 @@ def load_prices(
     run_id: str,
     loaded_at: str | None = None,
     max_gap_sessions: int = Settings.max_gap_sessions,
+    splits: pd.DataFrame | None = None,
 ) -> Loaded:
     """Write clean prices to the warehouse: prices, indicators, weekly/monthly bars, quarantine, dimensions.
 
@@ -497,12 +504,41 @@ def load_prices(
         run_id: the run writing these rows.
         loaded_at: the audit stamp of the rows, ISO-8601 UTC (default: now).
         max_gap_sessions: holes longer than this restart the indicators (MAX_GAP_SESSIONS).
+        splits: split events the sources sent for these symbols (splits.SPLIT_COLUMNS), or None.
+            Events the warehouse already holds change nothing. A symbol with a new one is
+            recomputed in full (its whole history gets the new share basis) in the same
+            transaction, and named in `Loaded.split_recomputes`; the others take the cheap
+            incremental path.
     """
     symbols = sorted(clean["symbol"].unique().tolist()) if not clean.empty else []
+    loaded_at = loaded_at or utc_now_iso()
+    known, new_events = _known_and_new_splits(warehouse, symbols, splits)
+    recompute = sorted(new_events["symbol"].unique().tolist()) if not new_events.empty else []
+    incremental = [symbol for symbol in symbols if symbol not in recompute]
+    in_batch = clean[clean["symbol"].isin(incremental)] if recompute else clean
     stored = pd.DataFrame(columns=["symbol", "trade_date"])
-    if symbols:
-        stored = warehouse.read_lookback(symbols, before=clean["trade_date"].min(), rows=LOOKBACK_ROWS)
-    frames = build_warehouse_rows(clean, quarantine, stored, run_id, loaded_at or utc_now_iso(), max_gap_sessions)
+    if incremental:
+        stored = warehouse.read_lookback(incremental, before=in_batch["trade_date"].min(), rows=LOOKBACK_ROWS)
+    frames = build_warehouse_rows(in_batch, quarantine, stored, run_id, loaded_at, max_gap_sessions, known)
+    recomputed: dict[str, list[str]] = {}
+    if recompute:
+        # A split the warehouse did not know changes the share basis of every earlier row:
+        # these symbols are rebuilt in full, in the same transaction as the rest of the batch.
+        history = warehouse.read_history(recompute)
+        full = build_recomputed_rows(
+            history, clean[clean["symbol"].isin(recompute)], run_id, loaded_at, max_gap_sessions, known
+        )
+        frames = _concat_frames(frames, full)
+        for symbol in sorted(set(history["symbol"])):
+            recomputed[symbol] = new_events.loc[new_events["symbol"] == symbol, "effective_date"].tolist()
+            logger.warning(
+                "load: %s has new split(s) on %s: recomputed its %d stored rows (adjusted prices, flags, "
+                "indicators, bars) in full",
+                symbol,
+                ", ".join(recomputed[symbol]),
+                int((history["symbol"] == symbol).sum()),
+            )
+        frames["fact_splits"] = new_events.assign(loaded_at=loaded_at)
     if frames:
         written = warehouse.load_batch(frames)
         logger.info("load: run %s wrote %s", run_id, written)
@@ -511,8 +547,43 @@ def load_prices(
         warehouse.refresh_dim_symbol(symbols, clean.groupby("symbol")["source"].last().to_dict())
     by_source = {str(source): int(rows) for source, rows in clean.groupby("source").size().items()}
     return Loaded(
-        symbols_loaded=symbols, rows_loaded=len(clean), rows_quarantined=len(quarantine), rows_by_source=by_source
+        symbols_loaded=symbols,
+        rows_loaded=len(clean),
+        rows_quarantined=len(quarantine),
+        rows_by_source=by_source,
+        split_recomputes=recomputed,
     )
+
+
+def _known_and_new_splits(
+    warehouse: Warehouse, symbols: list[str], incoming: pd.DataFrame | None
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Every split event known for the batch (stored, plus the incoming ones) and the incoming ones that are new.
+
+    Args:
+        warehouse: the open warehouse.
+        symbols: the batch's symbols with clean rows.
+        incoming: split events the sources sent this run (SPLIT_COLUMNS), or None.
+
+    Returns:
+        (known, new): known has every event of these symbols (a new factor replaces a stored one).
+    """
+    incoming = incoming if incoming is not None and not incoming.empty else empty_splits()
+    wanted = sorted(set(symbols) | set(incoming["symbol"]))
+    stored = warehouse.read_splits(wanted) if wanted else empty_splits()
+    new = new_split_events(incoming, stored)
+    if new.empty:
+        return stored, new
+    known = pd.concat([stored, new], ignore_index=True).drop_duplicates(["symbol", "effective_date"], keep="last")
+    return known.sort_values(["symbol", "effective_date"], ignore_index=True), new
+
+
+def _concat_frames(first: dict[str, pd.DataFrame], second: dict[str, pd.DataFrame]) -> dict[str, pd.DataFrame]:
+    """Two sets of table rows as one (table by table), for one load_batch call."""
+    merged = dict(first)
+    for name, frame in second.items():
+        merged[name] = pd.concat([merged[name], frame], ignore_index=True) if name in merged else frame
+    return merged
 
 
 def _transformed_frames(transformed: Transformed, settings: Settings) -> tuple[pd.DataFrame, pd.DataFrame]:

@@ -575,6 +575,7 @@ def test_record_run_round_trip(conn):
         "rows_quarantined": 1,
         "duration_seconds": 12.5,
         "error": None,
+        "split_recomputes": None,
     }
     with pytest.raises(ValueError, match="not in the schema: rows"):
         wh.record_run(conn, {"run_id": "x", "rows": 1})
