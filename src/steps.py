@@ -64,7 +64,7 @@ from src.storage.s3_handler import (
 from src.storage.warehouse import Warehouse, open_warehouse
 from src.transformation.indicators_vectorised import LOOKBACK_ROWS
 from src.transformation.transform import QUARANTINE_COLUMNS, transform_prices
-from src.transformation.splits import empty_splits, new_split_events
+from src.transformation.splits import SPLIT_COLUMNS, check_splits, empty_splits, new_split_events
 from src.transformation.warehouse_rows import build_recomputed_rows, build_warehouse_rows
 
 logger = logging.getLogger(__name__)
@@ -85,6 +85,9 @@ class Extracted:
     failed: dict[str, str]  # symbol -> why no source could serve it
     raw_keys: list[str] = field(default_factory=list)  # S3 keys of the landed replies (with S3)
     replies: list[FetchResult] = field(default_factory=list)  # the replies themselves (without S3)
+    # The split events the sources sent, as JSON-ready rows (a handful per symbol, so they
+    # travel in XCom with the keys); see splits_frame.
+    splits: list[dict] = field(default_factory=list)
 
     def to_xcom(self) -> dict:
         """The small JSON dict an Airflow task returns; the replies themselves stay in S3."""
@@ -93,7 +96,13 @@ class Extracted:
                 "S3_BUCKET is not set. The Airflow tasks hand data to each other through S3; "
                 "set S3_BUCKET (and AWS_ENDPOINT_URL for the local moto server)."
             )
-        return {"symbols": self.symbols, "fetched": self.fetched, "failed": self.failed, "raw_keys": self.raw_keys}
+        return {
+            "symbols": self.symbols,
+            "fetched": self.fetched,
+            "failed": self.failed,
+            "raw_keys": self.raw_keys,
+            "splits": self.splits,
+        }
 
 
 @dataclass
@@ -106,6 +115,7 @@ class Transformed:
     processed_keys: dict = field(default_factory=lambda: {"prices": None, "quarantine": None})
     clean: pd.DataFrame | None = None  # in memory, without S3
     quarantine: pd.DataFrame | None = None
+    splits: list[dict] = field(default_factory=list)  # handed on from Extracted.splits
 
     def to_xcom(self) -> dict:
         """The small JSON dict an Airflow task (or the Lambda) returns: keys and counts."""
@@ -114,6 +124,7 @@ class Transformed:
             "rows_clean": self.rows_clean,
             "rows_quarantined": self.rows_quarantined,
             "processed_keys": self.processed_keys,
+            "splits": self.splits,
         }
 
 
@@ -336,6 +347,8 @@ def extract_batch(
         failed=failures,
         raw_keys=[key for _, key in in_order if key is not None],
         replies=[result for result, _ in in_order] if s3 is None else [],
+        # A reply reused from an earlier try carries no split events: the next run asks again.
+        splits=[row for result, _ in in_order if result.splits is not None for row in result.splits.to_dict("records")],
     )
 
 
@@ -386,12 +399,14 @@ def transform_batch(extracted: Extracted, run_date: date, part: str, settings: S
         settings: loaded settings.
     """
     if settings.transform_backend == "lambda":
-        return Transformed(**invoke_transform_lambda(extracted.raw_keys, run_date, part, settings))
+        done = Transformed(**invoke_transform_lambda(extracted.raw_keys, run_date, part, settings))
+        return replace(done, splits=extracted.splits)
     s3 = open_s3(settings)
     if s3 is not None:
-        return transform_raw_objects(s3, settings.s3_bucket, extracted.raw_keys, run_date, part)
+        done = transform_raw_objects(s3, settings.s3_bucket, extracted.raw_keys, run_date, part)
+        return replace(done, splits=extracted.splits)
     if not extracted.replies:
-        return Transformed(symbols=[], rows_clean=0, rows_quarantined=0)
+        return Transformed(symbols=[], rows_clean=0, rows_quarantined=0, splits=extracted.splits)
     raw_prices = pd.concat([reply.prices for reply in extracted.replies], ignore_index=True)
     clean, quarantine = transform_prices(raw_prices, run_date=run_date)
     return Transformed(
@@ -400,6 +415,7 @@ def transform_batch(extracted: Extracted, run_date: date, part: str, settings: S
         rows_quarantined=len(quarantine),
         clean=clean,
         quarantine=quarantine,
+        splits=extracted.splits,
     )
 
 
@@ -473,11 +489,12 @@ def load_batch(transformed: Transformed, run_id: str, settings: Settings, wareho
     """
     clean, quarantine = _transformed_frames(transformed, settings)
     gap = settings.max_gap_sessions
+    splits = check_splits(pd.DataFrame(transformed.splits, columns=SPLIT_COLUMNS), "this run's sources")
     if warehouse is not None:
-        return load_prices(warehouse, clean, quarantine, run_id, max_gap_sessions=gap)
+        return load_prices(warehouse, clean, quarantine, run_id, max_gap_sessions=gap, splits=splits)
     warehouse = open_warehouse(settings)
     try:
-        return load_prices(warehouse, clean, quarantine, run_id, max_gap_sessions=gap)
+        return load_prices(warehouse, clean, quarantine, run_id, max_gap_sessions=gap, splits=splits)
     finally:
         warehouse.close()
 

@@ -545,6 +545,8 @@ def classify_splits_reply(payload: object) -> str:
         if not all(isinstance(event, dict) and "effective_date" in event and "split_factor" in event for event in events):
             return "malformed"
         return "data"
+    if isinstance(payload, dict) and META_KEY in payload:
+        return "malformed"  # a price reply (or another function's) is not an answer to SPLITS
     # Not a splits reply: an Information / Note / Error Message one, classified as for prices.
     return classify_reply(payload)
 

@@ -1,7 +1,9 @@
-"""A small mock of the Alpha Vantage API (TIME_SERIES_DAILY, JSON) for tests and the local stack.
+"""A small mock of the Alpha Vantage API (TIME_SERIES_DAILY and SPLITS, JSON) for tests and the local stack.
 
 It serves `<SYMBOL>.csv` files (columns date,open,high,low,close,volume) from a folder in the
-exact wire format of https://www.alphavantage.co/query, and reproduces the real API's error
+exact wire format of https://www.alphavantage.co/query, and `function=SPLITS` from the optional
+`<SYMBOL>.splits.csv` beside them (columns effective_date,split_factor; no file: `"data": []`).
+Every mode and limit below applies to SPLITS calls as well. It reproduces the real API's error
 replies, which come with HTTP 200 like the real ones:
 
 - an unknown symbol (no CSV file) gets the real "Invalid API call" reply;
@@ -121,6 +123,24 @@ def _price_text(value: str) -> str:
         return f"{float(value):.4f}"
     except ValueError:
         return value
+
+
+def build_splits_reply(symbol: str, path: Path) -> dict:
+    """The SPLITS reply for a symbol, in the real wire format, from a splits CSV (effective_date,split_factor).
+
+    Example: {"symbol": "IBM", "data": [{"effective_date": "1999-05-27", "split_factor": "2.0000"}]};
+    a symbol that never split (no file) gets "data": [].
+    """
+    events = []
+    if path.is_file():
+        with path.open(newline="", encoding="utf-8") as handle:
+            for row in csv.DictReader(handle):
+                events.append(
+                    {"effective_date": row["effective_date"].strip(), "split_factor": f"{float(row['split_factor']):.4f}"}
+                )
+    # The real reply lists the newest split first.
+    events.sort(key=lambda event: event["effective_date"], reverse=True)
+    return {"symbol": symbol, "data": events}
 
 
 def build_daily_reply(symbol: str, rows: list[dict], outputsize: str, synthetic: bool = False) -> dict:
@@ -348,7 +368,7 @@ class _MockHandler(BaseHTTPRequestHandler):
             self._send_json({"Information": BURST_MESSAGE})
             return
 
-        reply = self._daily_reply(params)
+        reply = self._splits_reply(params) if params.get("function") == "SPLITS" else self._daily_reply(params)
         if mode == "truncated":
             body = json.dumps(reply, indent=4)
             self._send_text(body[: len(body) // 2], "application/json")
@@ -375,6 +395,16 @@ class _MockHandler(BaseHTTPRequestHandler):
             return {"Error Message": INVALID_CALL_MESSAGE}
         synthetic = (server.data_dir / SYNTHETIC_NOTE_FILE).is_file()
         return build_daily_reply(symbol, read_price_csv(path), outputsize, synthetic=synthetic)
+
+    def _splits_reply(self, params: dict) -> dict:
+        """Build the reply for an admitted SPLITS call from `<SYMBOL>.splits.csv` (none: "data": [])."""
+        try:
+            symbol = normalize_symbol(params.get("symbol", ""))
+        except InvalidSymbolInputError:
+            return {"Error Message": INVALID_CALL_MESSAGE.replace("TIME_SERIES_DAILY", "SPLITS")}
+        if not (self.server.data_dir / f"{symbol}.csv").is_file():
+            return {"Error Message": INVALID_CALL_MESSAGE.replace("TIME_SERIES_DAILY", "SPLITS")}
+        return build_splits_reply(symbol, self.server.data_dir / f"{symbol}.splits.csv")
 
     def _send_json(self, payload: dict, status: HTTPStatus = HTTPStatus.OK) -> None:
         # The real API pretty-prints its JSON with 4-space indents.

@@ -8,7 +8,9 @@ tests/unit/test_splits.py).
 
 from __future__ import annotations
 
+import json
 import sqlite3
+from datetime import date
 from pathlib import Path
 
 import pandas as pd
@@ -138,3 +140,65 @@ def test_a_warehouse_file_from_before_splits_gains_the_columns_and_loads(tmp_pat
         assert len(sqlite_warehouse.read_splits(conn, ["AAPL"])) == 2
     finally:
         conn.close()
+
+
+# --- Through the whole pipeline (file source, CLI runner): the splits file beside the prices -------
+
+
+def write_offline(folder: Path, symbol: str, first: str, last: str) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    rows = real_rows((symbol,), first, last).rename(columns={"trade_date": "date"})
+    rows[["date", "open", "high", "low", "close", "volume"]].to_csv(folder / f"{symbol}.csv", index=False)
+
+
+def pipeline_settings(tmp_path: Path, data_dir: Path):
+    return load_settings(
+        env_file=tmp_path / "none.env",
+        overrides={
+            "SQLITE_PATH": str(tmp_path / "warehouse.db"),
+            "STATE_DIR": str(tmp_path / "state"),
+            "FILE_SOURCE_DIR": str(data_dir),
+            "DATA_SOURCES": "file",
+            "S3_BUCKET": "",
+            "SLACK_WEBHOOK_URL": "",
+            "PREPARE_IN_BACKGROUND": "false",
+        },
+    )
+
+
+def test_a_bad_splits_file_fails_its_symbol_with_a_clear_reason_and_writes_nothing_of_it(tmp_path):
+    data_dir = tmp_path / "offline"
+    write_offline(data_dir, "AAPL", "2005-02-01", "2005-03-31")
+    write_offline(data_dir, "MSFT", "2005-02-01", "2005-03-31")
+    (data_dir / "AAPL.splits.csv").write_text("effective_date,split_factor\n2005-02-28,0\n")
+    settings = pipeline_settings(tmp_path, data_dir)
+
+    summary = steps.run_pipeline(["AAPL", "MSFT"], date(2005, 2, 1), date(2005, 3, 31), settings, show_progress=False)
+
+    assert summary.loaded == ["MSFT"]
+    assert "AAPL.splits.csv: row 1: split_factor '0' is not a number above 0" in summary.failed["AAPL"]
+    with sqlite3.connect(tmp_path / "warehouse.db") as conn:
+        for table in ("fact_daily_prices", "fact_technical_indicators", "agg_weekly_prices", "fact_splits"):
+            assert conn.execute(f"SELECT COUNT(*) FROM {table} WHERE symbol = 'AAPL'").fetchone() == (0,), table
+
+
+def test_the_pipeline_records_the_recompute_when_a_splits_file_gains_a_split(tmp_path):
+    data_dir = tmp_path / "offline"
+    write_offline(data_dir, "AAPL", "2005-01-03", "2005-03-31")
+    settings = pipeline_settings(tmp_path, data_dir)
+    steps.run_pipeline(["AAPL"], date(2005, 1, 3), date(2005, 2, 25), settings, show_progress=False)
+
+    (data_dir / "AAPL.splits.csv").write_text("effective_date,split_factor\n2000-06-21,2\n2005-02-28,2\n")
+    summary = steps.run_pipeline(["AAPL"], date(2005, 2, 28), date(2005, 2, 28), settings, show_progress=False)
+    again = steps.run_pipeline(["AAPL"], date(2005, 3, 1), date(2005, 3, 1), settings, show_progress=False)
+
+    assert summary.split_recomputes == {"AAPL": ["2000-06-21", "2005-02-28"]}
+    assert again.split_recomputes == {}
+    with sqlite3.connect(tmp_path / "warehouse.db") as conn:
+        recorded = conn.execute(
+            "SELECT split_recomputes FROM pipeline_runs WHERE run_id = ?", (summary.run_id,)
+        ).fetchone()
+        assert json.loads(recorded[0]) == {"AAPL": ["2000-06-21", "2005-02-28"]}
+        assert conn.execute(
+            "SELECT close, adj_close FROM fact_daily_prices WHERE symbol = 'AAPL' AND trade_date = '2005-02-25'"
+        ).fetchone() == (88.99, 88.99 / 2)
