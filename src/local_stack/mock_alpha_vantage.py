@@ -21,7 +21,7 @@ A failure mode can be switched on for demos and tests, at start or at run time:
 
 Control endpoints:
     GET/POST /_control?mode=error500   switch the mode (add reset=1 to clear counters)
-    GET /_stats                        JSON: requests per symbol, mode, calls counted today
+    GET /_stats                        JSON: requests per symbol and per function, mode, calls counted today
 
 When the folder holds the `SYNTHETIC.txt` note written by `src.local_stack.synthetic_data`,
 every reply is marked synthetic in "Meta Data", and the client labels those rows "synthetic".
@@ -246,6 +246,7 @@ class MockAlphaVantageServer(ThreadingHTTPServer):
         """Forget all counted requests and calls (stats, rate window, daily count)."""
         with self.lock:
             self.requests_by_symbol: Counter[str] = Counter()
+            self.requests_by_function: Counter[str] = Counter()
             self.accepted_call_times: deque[float] = deque()
             self.accepted_calls_by_day: Counter[str] = Counter()
 
@@ -256,6 +257,7 @@ class MockAlphaVantageServer(ThreadingHTTPServer):
                 "mode": self.mode,
                 "total_requests": sum(self.requests_by_symbol.values()),
                 "requests_by_symbol": dict(self.requests_by_symbol),
+                "requests_by_function": dict(self.requests_by_function),
                 "accepted_calls_today": self.accepted_calls_by_day[self.today().isoformat()],
             }
 
@@ -333,6 +335,7 @@ class _MockHandler(BaseHTTPRequestHandler):
         raw_symbol = params.get("symbol", "")
         with server.lock:
             server.requests_by_symbol[raw_symbol.upper()] += 1
+            server.requests_by_function[params.get("function", "")] += 1
             mode = server.mode
 
         api_key = params.get("apikey", "")

@@ -176,8 +176,10 @@ def test_the_daily_quota_running_out_mid_run_sends_the_rest_to_the_fallback_with
     try:
         settings = make_settings(tmp_path, ALPHA_VANTAGE_BASE_URL=base_url)
         summary = steps.run_pipeline(SYMBOLS, START, END, settings, show_progress=False)
-        # AAPL got data, MSFT got the quota reply, IBM was never asked.
-        assert server.stats()["requests_by_symbol"] == {"AAPL": 1, "MSFT": 1}
+        # AAPL got its prices; its SPLITS call got the quota reply (the prices stay good);
+        # MSFT and IBM were never asked.
+        assert server.stats()["requests_by_symbol"] == {"AAPL": 2}
+        assert server.stats()["requests_by_function"] == {"TIME_SERIES_DAILY": 1, "SPLITS": 1}
         assert summary.status == "success"
         assert_all_loaded_once(settings.sqlite_path)
 
