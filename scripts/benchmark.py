@@ -364,7 +364,9 @@ def measure_daily(
         for batch in make_batches(symbols, batch_size):
             clean, quarantine = transform_prices(raw[raw["symbol"].isin(batch)], run_date=session)
             batch_splits = None if splits is None else splits[splits["symbol"].isin(batch)]
-            load_prices(warehouse, clean, quarantine, "benchmark-daily", "2026-01-02T00:00:00+00:00", splits=batch_splits)
+            load_prices(
+                warehouse, clean, quarantine, "benchmark-daily", "2026-01-02T00:00:00+00:00", splits=batch_splits
+            )
         return time.perf_counter() - began
     finally:
         warehouse.close()
@@ -754,7 +756,7 @@ def run_benchmarks(args: argparse.Namespace) -> list[Row]:
     rows.append(
         Row(
             "rate_limited_fetch",
-            f"fetch {fetch['fetched']} symbols from the mock Alpha Vantage enforcing "
+            f"fetch {fetch['fetched']} symbols (prices + SPLITS: 2 calls each) from the mock Alpha Vantage enforcing "
             f"{args.fetch_calls_per_minute}/min and {args.fetch_min_interval:g} s between calls "
             f"(client margin {args.fetch_client_margin:g} s)",
             "<= 1.05x the floor, 0 throttle replies",

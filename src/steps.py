@@ -63,8 +63,8 @@ from src.storage.s3_handler import (
 )
 from src.storage.warehouse import Warehouse, open_warehouse
 from src.transformation.indicators_vectorised import LOOKBACK_ROWS
-from src.transformation.transform import QUARANTINE_COLUMNS, transform_prices
 from src.transformation.splits import SPLIT_COLUMNS, check_splits, empty_splits, new_split_events
+from src.transformation.transform import QUARANTINE_COLUMNS, transform_prices
 from src.transformation.warehouse_rows import build_recomputed_rows, build_warehouse_rows
 
 logger = logging.getLogger(__name__)

@@ -542,7 +542,9 @@ def classify_splits_reply(payload: object) -> str:
             return "malformed"
         if not events:
             return "empty"
-        if not all(isinstance(event, dict) and "effective_date" in event and "split_factor" in event for event in events):
+        if not all(
+            isinstance(event, dict) and "effective_date" in event and "split_factor" in event for event in events
+        ):
             return "malformed"
         return "data"
     if isinstance(payload, dict) and META_KEY in payload:
@@ -613,7 +615,9 @@ def fetch_splits(
             continue
         if reply_class == "throttled" and throttled < THROTTLE_RETRIES:
             throttled += 1
-            logger.warning("%s %s: throttled (%s); retry %d/%d", SOURCE_NAME, wanted, message, throttled, THROTTLE_RETRIES)
+            logger.warning(
+                "%s %s: throttled (%s); retry %d/%d", SOURCE_NAME, wanted, message, throttled, THROTTLE_RETRIES
+            )
             sleep(THROTTLE_WAIT_SECONDS)
             continue
         if reply_class in ("malformed", "throttled"):

@@ -244,7 +244,9 @@ def read_splits_file(symbol: str, data_dir: Path) -> pd.DataFrame:
     except FileNotFoundError:
         return empty_splits()
     except (UnicodeDecodeError, OSError) as exc:
-        raise FileFormatError(f"{path} is not a readable splits file: {exc}", symbol=symbol, source=SOURCE_NAME) from exc
+        raise FileFormatError(
+            f"{path} is not a readable splits file: {exc}", symbol=symbol, source=SOURCE_NAME
+        ) from exc
     try:
         frame = pd.read_csv(io.StringIO(text), dtype=str, keep_default_na=False)
     except (pd.errors.ParserError, pd.errors.EmptyDataError) as exc:

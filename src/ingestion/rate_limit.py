@@ -348,7 +348,9 @@ SPLITS_CHECKED_FILE_NAME = "alpha_vantage_splits_checked.json"
 
 
 class DailySplitChecks:
-    """Remembers which symbols' Alpha Vantage SPLITS were fetched today, in `<state_dir>/alpha_vantage_splits_checked.json`.
+    """Remembers which symbols' Alpha Vantage SPLITS were fetched today.
+
+    The state file is `<state_dir>/alpha_vantage_splits_checked.json`.
 
     Split events change rarely, and each SPLITS request costs one call of the daily quota, so
     a symbol's splits are fetched at most once per US/Eastern day (the quota's day): a second

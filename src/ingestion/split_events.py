@@ -17,6 +17,8 @@ from src.ingestion.fetch_result import SourceError
 
 # The columns of a split event (fact_splits without its audit column loaded_at).
 SPLIT_COLUMNS = ["symbol", "effective_date", "split_factor", "source"]
+
+
 class SplitDataError(SourceError):
     """Split events that cannot be used: a bad date, a factor that is not a positive number.
 

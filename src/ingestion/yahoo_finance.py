@@ -360,7 +360,9 @@ def fetch_yahoo_splits(symbol: str, *, session=None) -> pd.DataFrame | None:
     try:
         series = Ticker(to_yahoo_symbol(symbol), session=session).splits
     except (YFException, OSError, ValueError, KeyError) as exc:
-        logger.warning("%s %s: could not fetch split events (%s); keeping the stored ones", SOURCE_NAME, symbol, _describe(exc))
+        logger.warning(
+            "%s %s: could not fetch split events (%s); keeping the stored ones", SOURCE_NAME, symbol, _describe(exc)
+        )
         return None
     if series is None or len(series) == 0:
         return empty_splits()

@@ -136,7 +136,10 @@ def build_splits_reply(symbol: str, path: Path) -> dict:
         with path.open(newline="", encoding="utf-8") as handle:
             for row in csv.DictReader(handle):
                 events.append(
-                    {"effective_date": row["effective_date"].strip(), "split_factor": f"{float(row['split_factor']):.4f}"}
+                    {
+                        "effective_date": row["effective_date"].strip(),
+                        "split_factor": f"{float(row['split_factor']):.4f}",
+                    }
                 )
     # The real reply lists the newest split first.
     events.sort(key=lambda event: event["effective_date"], reverse=True)

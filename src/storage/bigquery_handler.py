@@ -667,7 +667,9 @@ def read_splits(wh: BigQueryWarehouse, symbols: list[str]) -> pd.DataFrame:
     """
     frame = query(wh, sql, {"symbols": list(symbols)})
     if frame.empty:
-        return pd.DataFrame({"symbol": [], "effective_date": [], "split_factor": pd.Series(dtype="float64"), "source": []})
+        return pd.DataFrame(
+            {"symbol": [], "effective_date": [], "split_factor": pd.Series(dtype="float64"), "source": []}
+        )
     frame["source"] = frame["source"].replace("None", "")
     return frame
 

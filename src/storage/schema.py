@@ -78,7 +78,11 @@ _ADJUSTED_OHLCV = (
     Column("adj_high", "FLOAT", description="high back-adjusted for every later split"),
     Column("adj_low", "FLOAT", description="low back-adjusted for every later split"),
     Column("adj_close", "FLOAT", description="close back-adjusted for every later split"),
-    Column("adj_volume", "FLOAT", description="volume x the factors of every later split (fractional after a reverse split)"),
+    Column(
+        "adj_volume",
+        "FLOAT",
+        description="volume x the factors of every later split (fractional after a reverse split)",
+    ),
 )
 
 DIM_SYMBOL = Table(

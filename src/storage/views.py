@@ -2,7 +2,7 @@
 
 | view                  | one row per            | what it answers                                   |
 |-----------------------|------------------------|---------------------------------------------------|
-| `v_latest_signals`    | symbol                 | the latest session's RSI, SMA-cross and VWAP signals (adjusted basis) |
+| `v_latest_signals`    | symbol                 | the latest session's RSI, SMA-cross, VWAP signals (adjusted) |
 | `v_daily_returns`     | symbol and trade date  | adjusted close-to-close return over the previous session |
 | `v_data_completeness` | symbol                 | expected vs stored NYSE sessions                  |
 

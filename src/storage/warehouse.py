@@ -1,7 +1,8 @@
 """Pick the warehouse backend from the settings, so pipeline code never changes with it.
 
 `sqlite_warehouse` and `bigquery_handler` expose the same functions (`create_schema`,
-`load_batch`, `read_lookback`, `read_splits`, `read_history`, `record_run`, `query`, `refresh_dim_symbol`, `ensure_dim_date`),
+`load_batch`, `read_lookback`, `read_splits`, `read_history`, `record_run`, `query`,
+`refresh_dim_symbol`, `ensure_dim_date`),
 each taking its own connection handle first. `Warehouse` bundles the chosen module with its
 open handle, so callers write `warehouse.load_batch(frames)`.
 

@@ -81,7 +81,9 @@ def test_a_split_learned_in_a_later_daily_run_gives_the_warehouse_of_a_full_load
     assert known_from_start[0].split_recomputes == {}  # a first load has nothing to recompute
 
     before = history[history["trade_date"] < "2005-03-01"]
-    daily = [history[history["trade_date"] == day] for day in sorted(history["trade_date"].unique()) if day >= "2005-03-01"]
+    daily = [
+        history[history["trade_date"] == day] for day in sorted(history["trade_date"].unique()) if day >= "2005-03-01"
+    ]
     # The history arrives first without AAPL's 2005 split (the source had not reported it);
     # the event arrives with the first daily run after it.
     runs = [(before, SPLITS[SPLITS["effective_date"] != "2005-02-28"])]
@@ -124,8 +126,8 @@ def test_a_warehouse_file_from_before_splits_gains_the_columns_and_loads(tmp_pat
             "PRIMARY KEY (symbol, trade_date)) WITHOUT ROWID"
         )
         conn.execute(
-            "INSERT INTO fact_daily_prices VALUES ('AAPL', '2005-02-25', 89.6, 89.8, 88.8, 88.99, 16348400, 'file', '', "
-            "'2024-01-01T00:00:00+00:00', 'old')"
+            "INSERT INTO fact_daily_prices VALUES ('AAPL', '2005-02-25', 89.6, 89.8, 88.8, 88.99, 16348400, "
+            "'file', '', '2024-01-01T00:00:00+00:00', 'old')"
         )
     history = real_rows(("AAPL",), "2005-02-01", "2005-03-31")
 

@@ -203,7 +203,10 @@ def test_a_splits_file_is_read_and_checked(tmp_path):
     [
         ("date,factor\n2005-02-28,2\n", "expected exactly effective_date,split_factor"),
         ("effective_date,split_factor\n28/02/2005,2\n", "row 1: effective_date '28/02/2005' is not a YYYY-MM-DD date"),
-        ("effective_date,split_factor\n2000-06-21,2\n2005-02-28,0\n", "row 2: split_factor '0' is not a number above 0"),
+        (
+            "effective_date,split_factor\n2000-06-21,2\n2005-02-28,0\n",
+            "row 2: split_factor '0' is not a number above 0",
+        ),
         ("effective_date,split_factor\n2005-02-28,-2\n", "split_factor '-2' is not a number above 0"),
         ("effective_date,split_factor\n2005-02-28,two\n", "split_factor 'two' is not a number above 0"),
         ("", "not a readable CSV file"),

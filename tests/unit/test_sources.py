@@ -330,7 +330,9 @@ def test_alpha_vantage_split_events_come_with_the_prices_once_per_symbol_and_day
 
 
 def test_a_throttled_splits_call_leaves_the_prices_good(apis, settings):
-    apis.alpha.split_replies["IBM"] = {"Information": "Please consider spreading out your free API requests more sparingly (1 request per second)."}
+    apis.alpha.split_replies["IBM"] = {
+        "Information": "Please consider spreading out your free API requests more sparingly (1 request per second)."
+    }
 
     result = fetch_symbol("IBM", START, END, settings, session=requests.Session(), sleep=lambda seconds: None)
 

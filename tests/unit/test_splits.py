@@ -167,7 +167,9 @@ def test_a_reverse_split_day_is_flagged_split():
         ),
         run_date="2024-07-03",
     )
-    splits = pd.DataFrame({"symbol": ["XYZ"], "effective_date": ["2024-07-03"], "split_factor": [0.1], "source": ["file"]})
+    splits = pd.DataFrame(
+        {"symbol": ["XYZ"], "effective_date": ["2024-07-03"], "split_factor": [0.1], "source": ["file"]}
+    )
     prices = warehouse_rows(clean, splits)["fact_daily_prices"]
     assert prices["quality_flags"].tolist() == ["", "", "split"]
     # The weekly bar is on both bases; its adjusted open is the first adjusted open.
