@@ -59,7 +59,7 @@ from src.config import Settings, load_settings
 from src.ingestion.sources import fetch_batch
 from src.local_stack.mock_alpha_vantage import start_mock_server
 from src.local_stack.synthetic_data import write_synthetic_universe
-from src.market_calendar import nyse_calendar, recent_sessions
+from src.market_calendar import nyse_calendar, recent_sessions, sessions_between
 from src.steps import load_prices, make_batches
 from src.storage import sqlite_warehouse
 from src.storage.warehouse import open_warehouse
@@ -331,7 +331,14 @@ def fetch_daily_rows(work: Path, data_dir: Path, symbols: list[str], sessions: l
     return pd.concat([result.prices for result in results], ignore_index=True)
 
 
-def measure_daily(work: Path, sqlite_path: Path, new_rows: pd.DataFrame, session: date, batch_size: int) -> float:
+def measure_daily(
+    work: Path,
+    sqlite_path: Path,
+    new_rows: pd.DataFrame,
+    session: date,
+    batch_size: int,
+    splits: pd.DataFrame | None = None,
+) -> float:
     """Time transform + load of one new session for every symbol on an existing warehouse.
 
     Fetching happened before (`fetch_daily_rows`) and is not timed: the target is about the
@@ -343,6 +350,8 @@ def measure_daily(work: Path, sqlite_path: Path, new_rows: pd.DataFrame, session
         new_rows: fetched prices; only the rows of `session` are used.
         session: the new trading day.
         batch_size: symbols per batch, as in the CLI.
+        splits: split events the run's sources "report" (None: none); a symbol with a new one
+            is recomputed in full by the load.
 
     Returns:
         Seconds from the first batch's transform to the last batch's commit.
@@ -357,7 +366,10 @@ def measure_daily(work: Path, sqlite_path: Path, new_rows: pd.DataFrame, session
         began = time.perf_counter()
         for batch in make_batches(symbols, batch_size):
             clean, quarantine = transform_prices(raw[raw["symbol"].isin(batch)], run_date=session)
-            load_prices(warehouse, clean, quarantine, "benchmark-daily", "2026-01-02T00:00:00+00:00")
+            batch_splits = None if splits is None else splits[splits["symbol"].isin(batch)]
+            load_prices(
+                warehouse, clean, quarantine, "benchmark-daily", "2026-01-02T00:00:00+00:00", splits=batch_splits
+            )
         return time.perf_counter() - began
     finally:
         warehouse.close()
@@ -424,7 +436,8 @@ def measure_fetch(
         raise RuntimeError(f"fetch failed for {len(failures)} symbols, e.g. {next(iter(failures.items()))}")
     return {
         "seconds": seconds,
-        "floor": fetch_floor_seconds(len(symbols), calls_per_minute, min_interval),
+        # Each symbol costs its prices call and, once a day, its SPLITS call: the floor counts calls.
+        "floor": fetch_floor_seconds(stats["accepted_calls_today"], calls_per_minute, min_interval),
         "fetched": len(results),
         "requests": stats["total_requests"],
         # Refused calls are not counted as accepted, so the difference is the throttle replies.
@@ -1079,6 +1092,57 @@ def write_marked_section(path: Path, begin: str, end: str, title: str, section: 
 # --- Main --------------------------------------------------------------------------------------
 
 
+def measure_new_split(
+    work: Path, stored_db: Path, new_rows: pd.DataFrame, session: date, symbols: list[str], batch_size: int, rounds: int
+) -> dict[str, float]:
+    """Time the same daily run with and without a newly learned split for the first symbol, side by side.
+
+    Each round copies the stored warehouse twice (not timed), reads both copies into the OS
+    cache, and times the daily run of `session` on each, taking turns: once with no split
+    events, once with a 2-for-1 split of `symbols[0]` effective in the middle of its stored
+    history, which the warehouse does not know (so the load recomputes that symbol in full).
+    It also times that one symbol's full recompute alone (a one-symbol daily run that learns the
+    split), the cost the new split should add at most.
+
+    Returns:
+        Fastest seconds of "plain", "with_split" and "one_symbol_recompute".
+    """
+    conn = sqlite3.connect(stored_db)
+    try:
+        first, last = conn.execute(
+            "SELECT MIN(trade_date), MAX(trade_date) FROM fact_daily_prices WHERE symbol = ?", (symbols[0],)
+        ).fetchone()
+    finally:
+        conn.close()
+    middle = sessions_between(date.fromisoformat(first), date.fromisoformat(last))
+    effective = middle[len(middle) // 2].isoformat()
+    splits = pd.DataFrame(
+        {"symbol": [symbols[0]], "effective_date": [effective], "split_factor": [2.0], "source": ["file"]}
+    )
+    one_symbol = new_rows[new_rows["symbol"] == symbols[0]]
+    best: dict[str, float] = {}
+    for round_number in range(rounds):
+        copies = {name: work / f"split-{name}.db" for name in ("plain", "with_split", "one_symbol_recompute")}
+        for copy in copies.values():
+            for suffix in ("", "-wal", "-shm"):
+                Path(f"{copy}{suffix}").unlink(missing_ok=True)
+            shutil.copyfile(stored_db, copy)
+            read_into_os_cache(copy)
+        order = ["plain", "with_split"] if round_number % 2 == 0 else ["with_split", "plain"]
+        for name in [*order, "one_symbol_recompute"]:
+            if name == "plain":
+                seconds = measure_daily(work, copies[name], new_rows, session, batch_size)
+            elif name == "with_split":
+                seconds = measure_daily(work, copies[name], new_rows, session, batch_size, splits=splits)
+            else:
+                seconds = measure_daily(work, copies[name], one_symbol, session, batch_size, splits=splits)
+            best[name] = min(seconds, best.get(name, seconds))
+    for copy in copies.values():
+        for suffix in ("", "-wal", "-shm"):
+            Path(f"{copy}{suffix}").unlink(missing_ok=True)
+    return best
+
+
 def run_benchmarks(args: argparse.Namespace) -> list[Row]:
     """Run every measurement; return the table rows."""
     work = Path(args.work_dir) if args.work_dir else Path(tempfile.mkdtemp(prefix="cloudscale-bench-"))
@@ -1086,8 +1150,9 @@ def run_benchmarks(args: argparse.Namespace) -> list[Row]:
     symbols = benchmark_symbols(args.symbols)
     # The fetch may use more symbols than the backfill: write files for the larger number.
     file_symbols = benchmark_symbols(max(args.symbols, args.fetch_symbols))
-    # Warm and cold, `repeats` times each: every daily run adds its own new session.
-    daily_runs = 2 * args.repeats
+    # Warm and cold, `repeats` times each: every daily run adds its own new session; one more
+    # session is kept for the new-split comparison (5b).
+    daily_runs = 2 * args.repeats + 1
     first, last = sessions_back(LAST_SESSION, args.years, daily_runs)
     data_dir = work / f"data-{len(file_symbols)}x{args.years:g}"
     if not (data_dir / "COMPLETE").is_file():
@@ -1231,6 +1296,23 @@ def run_benchmarks(args: argparse.Namespace) -> list[Row]:
         )
     )
 
+    # 5b. A daily run that learns one new split for 1 of the symbols vs the same run without,
+    # side by side on copies of the same warehouse (warm OS cache: the work, not the disk).
+    split_session = next(new_sessions)
+    split = measure_new_split(work, full_db, new_rows, split_session, symbols, args.batch_size, args.repeats)
+    extra = split["with_split"] - split["plain"]
+    rows.append(
+        Row(
+            "daily_new_split",
+            f"daily run, {len(symbols):,} symbols, one of which learns a new split (full recompute of "
+            f"{args.years:g} years) vs the same run without, side by side, warm, fastest of {args.repeats}",
+            "extra <= 1.5x one symbol's full recompute alone",
+            f"{split['with_split']:.2f} s vs {split['plain']:.2f} s: +{extra:.2f} s; "
+            f"one symbol's recompute alone {split['one_symbol_recompute']:.2f} s",
+            extra <= 1.5 * split["one_symbol_recompute"],
+        )
+    )
+
     # 6. Rate-limited fetch through the real client.
     fetch = measure_fetch(
         work,
@@ -1245,7 +1327,7 @@ def run_benchmarks(args: argparse.Namespace) -> list[Row]:
     rows.append(
         Row(
             "rate_limited_fetch",
-            f"fetch {fetch['fetched']} symbols from the mock Alpha Vantage enforcing "
+            f"fetch {fetch['fetched']} symbols (prices + SPLITS: 2 calls each) from the mock Alpha Vantage enforcing "
             f"{args.fetch_calls_per_minute}/min and {args.fetch_min_interval:g} s between calls "
             f"(client margin {args.fetch_client_margin:g} s)",
             "<= 1.05x the floor, 0 throttle replies",

@@ -88,6 +88,8 @@ def top_movers(warehouse: Warehouse, as_of: str, limit: int = DEFAULT_LIMIT) -> 
     Returns:
         symbol, trade_date, close, previous_close, return_pct (100 × daily_return), largest
         absolute move first (ties by symbol). Symbols without a previous session are left out.
+        daily_return is on the split-adjusted closes, so previous_close is the previous close
+        on today's share basis (a split day is not a mover).
     """
     sql = f"""
         SELECT p.symbol, p.trade_date, p.close,
@@ -236,19 +238,24 @@ def vwap_distance(warehouse: Warehouse, as_of: str, limit: int = DEFAULT_LIMIT) 
         limit: at most this many rows.
 
     Returns:
-        symbol, trade_date, close, vwap_20, pct_from_vwap (100 × (close − vwap_20) / vwap_20,
-        as in `v_latest_signals`), close_vs_vwap ('above' when close ≥ vwap_20, else 'below');
+        symbol, trade_date, close (as traded), adj_close, vwap_20, pct_from_vwap
+        (100 × (adj_close − vwap_20) / vwap_20, as in `v_latest_signals`: the VWAP is on the
+        split-adjusted basis), close_vs_vwap ('above' when adj_close ≥ vwap_20, else 'below');
         the largest distance either way first, ties by symbol. Warm-up rows (no VWAP) are left out.
     """
+    # A row written before the adjusted columns existed has NULL adj_close: it had no split.
     sql = f"""
-        SELECT p.symbol, p.trade_date, p.close, i.vwap_20,
-               100.0 * (p.close - i.vwap_20) / i.vwap_20 AS pct_from_vwap,
-               CASE WHEN p.close >= i.vwap_20 THEN 'above' ELSE 'below' END AS close_vs_vwap
-        FROM {table_ref(warehouse, "fact_daily_prices")} AS p
-        JOIN {table_ref(warehouse, "fact_technical_indicators")} AS i
-          ON i.symbol = p.symbol AND i.trade_date = p.trade_date
-        WHERE p.trade_date = ? AND i.trade_date = ? AND i.vwap_20 IS NOT NULL AND i.vwap_20 <> 0
-        ORDER BY ABS(p.close - i.vwap_20) / i.vwap_20 DESC, p.symbol
+        SELECT symbol, trade_date, close, adj_close, vwap_20,
+               100.0 * (adj_close - vwap_20) / vwap_20 AS pct_from_vwap,
+               CASE WHEN adj_close >= vwap_20 THEN 'above' ELSE 'below' END AS close_vs_vwap
+        FROM (
+            SELECT p.symbol, p.trade_date, p.close, COALESCE(p.adj_close, p.close) AS adj_close, i.vwap_20
+            FROM {table_ref(warehouse, "fact_daily_prices")} AS p
+            JOIN {table_ref(warehouse, "fact_technical_indicators")} AS i
+              ON i.symbol = p.symbol AND i.trade_date = p.trade_date
+            WHERE p.trade_date = ? AND i.trade_date = ? AND i.vwap_20 IS NOT NULL AND i.vwap_20 <> 0
+        ) AS latest
+        ORDER BY ABS(adj_close - vwap_20) / vwap_20 DESC, symbol
         LIMIT ?
     """
     return warehouse.query(sql, (as_of, as_of, int(limit)))

@@ -54,6 +54,7 @@ from src.market_calendar import latest_completed_session, utc_now_iso
 from src.monitoring.alerting import send_run_alert
 from src.monitoring.health_checks import check_freshness, run_pipeline_checks, table_ref
 from src.monitoring.metrics import publish_run_metrics
+from src.stop_signals import RunInterrupted, watch_stop_signals
 from src.storage import sqlite_bulk_load
 from src.storage.landing import find_landed_reply, land_reply
 from src.storage.s3_handler import (
@@ -63,12 +64,12 @@ from src.storage.s3_handler import (
     read_raw_reply,
     write_processed_frame,
 )
-from src.stop_signals import RunInterrupted, watch_stop_signals
 from src.storage.warehouse import Warehouse, open_warehouse
 from src.transformation.indicators_vectorised import LOOKBACK_ROWS
 from src.transformation.series_kind import refuse_mixed_series
+from src.transformation.splits import SPLIT_COLUMNS, check_splits, empty_splits, new_split_events
 from src.transformation.transform import QUARANTINE_COLUMNS, transform_prices
-from src.transformation.warehouse_rows import build_warehouse_rows, unchanged_symbols
+from src.transformation.warehouse_rows import build_recomputed_rows, build_warehouse_rows, unchanged_symbols
 
 logger = logging.getLogger(__name__)
 
@@ -76,7 +77,9 @@ logger = logging.getLogger(__name__)
 WAREHOUSE_ERRORS = (sqlite3.Error, OSError, ConfigurationError, GoogleAPIError)
 
 # A DAG batch whose tasks ended without a result (failed, or stopped by SIGTERM).
-BATCH_DID_NOT_FINISH = "its batch did not finish (a batch task failed or was interrupted; see that task's log and alert)"
+BATCH_DID_NOT_FINISH = (
+    "its batch did not finish (a batch task failed or was interrupted; see that task's log and alert)"
+)
 
 # The one wording of "fetched, but nothing loaded" (the CLI and the DAG say the same).
 NO_VALID_ROWS = "no valid rows from {source} (all quarantined or none in range)"
@@ -94,6 +97,9 @@ class Extracted:
     failed: dict[str, str]  # symbol -> why no source could serve it
     raw_keys: list[str] = field(default_factory=list)  # S3 keys of the landed replies (with S3)
     replies: list[FetchResult] = field(default_factory=list)  # the replies themselves (without S3)
+    # The split events the sources sent, as JSON-ready rows (a handful per symbol, so they
+    # travel in XCom with the keys); see splits_frame.
+    splits: list[dict] = field(default_factory=list)
 
     def to_xcom(self) -> dict:
         """The small JSON dict an Airflow task returns; the replies themselves stay in S3."""
@@ -102,7 +108,13 @@ class Extracted:
                 "S3_BUCKET is not set. The Airflow tasks hand data to each other through S3; "
                 "set S3_BUCKET (and AWS_ENDPOINT_URL for the local moto server)."
             )
-        return {"symbols": self.symbols, "fetched": self.fetched, "failed": self.failed, "raw_keys": self.raw_keys}
+        return {
+            "symbols": self.symbols,
+            "fetched": self.fetched,
+            "failed": self.failed,
+            "raw_keys": self.raw_keys,
+            "splits": self.splits,
+        }
 
 
 @dataclass
@@ -115,6 +127,7 @@ class Transformed:
     processed_keys: dict = field(default_factory=lambda: {"prices": None, "quarantine": None})
     clean: pd.DataFrame | None = None  # in memory, without S3
     quarantine: pd.DataFrame | None = None
+    splits: list[dict] = field(default_factory=list)  # handed on from Extracted.splits
 
     def to_xcom(self) -> dict:
         """The small JSON dict an Airflow task (or the Lambda) returns: keys and counts."""
@@ -123,6 +136,7 @@ class Transformed:
             "rows_clean": self.rows_clean,
             "rows_quarantined": self.rows_quarantined,
             "processed_keys": self.processed_keys,
+            "splits": self.splits,
         }
 
 
@@ -134,6 +148,8 @@ class Loaded:
     rows_loaded: int
     rows_quarantined: int
     rows_by_source: dict[str, int]
+    # symbol -> the split dates this load learned, for symbols whose history it recomputed.
+    split_recomputes: dict[str, list[str]] = field(default_factory=dict)
 
     def to_xcom(self) -> dict:
         return asdict(self)
@@ -152,6 +168,7 @@ class RunSummary:
     rows_loaded: int = 0
     rows_quarantined: int = 0
     rows_by_source: dict[str, int] = field(default_factory=dict)
+    split_recomputes: dict[str, list[str]] = field(default_factory=dict)
     ended_at: str = ""
     elapsed_seconds: float = 0.0
     error: str = ""
@@ -174,6 +191,7 @@ class RunSummary:
             self.rows_quarantined += result.rows_quarantined
             for source, rows in result.rows_by_source.items():
                 self.rows_by_source[source] = self.rows_by_source.get(source, 0) + rows
+            self.split_recomputes.update(result.split_recomputes)
         for result in extracted:
             self.failed.update(result.failed)
             for symbol, source in result.fetched.items():
@@ -199,6 +217,7 @@ class RunSummary:
             "rows_by_source": self.rows_by_source,
             "duration_seconds": round(self.elapsed_seconds, 3),
             "error": self.describe_error() or None,
+            "split_recomputes": self.split_recomputes or None,
         }
 
     def failure_reasons(self) -> str:
@@ -218,7 +237,9 @@ class RunSummary:
         """
         if not self.interrupted_by:
             return self.error or self.failure_reasons()
-        stopped = f"interrupted by {self.interrupted_by} after {len(self.loaded)} of {len(self.symbols_requested)} symbols"
+        stopped = (
+            f"interrupted by {self.interrupted_by} after {len(self.loaded)} of {len(self.symbols_requested)} symbols"
+        )
         stopped += "; rerun the same dates to load the rest"
         return f"{stopped}; {self.error}" if self.error else stopped
 
@@ -370,6 +391,8 @@ def extract_batch(
         failed=failures,
         raw_keys=[key for _, key in in_order if key is not None],
         replies=[result for result, _ in in_order] if s3 is None else [],
+        # A reply reused from an earlier try carries no split events: the next run asks again.
+        splits=[row for result, _ in in_order if result.splits is not None for row in result.splits.to_dict("records")],
     )
 
 
@@ -420,12 +443,14 @@ def transform_batch(extracted: Extracted, run_date: date, part: str, settings: S
         settings: loaded settings.
     """
     if settings.transform_backend == "lambda":
-        return Transformed(**invoke_transform_lambda(extracted.raw_keys, run_date, part, settings))
+        done = Transformed(**invoke_transform_lambda(extracted.raw_keys, run_date, part, settings))
+        return replace(done, splits=extracted.splits)
     s3 = open_s3(settings)
     if s3 is not None:
-        return transform_raw_objects(s3, settings.s3_bucket, extracted.raw_keys, run_date, part)
+        done = transform_raw_objects(s3, settings.s3_bucket, extracted.raw_keys, run_date, part)
+        return replace(done, splits=extracted.splits)
     if not extracted.replies:
-        return Transformed(symbols=[], rows_clean=0, rows_quarantined=0)
+        return Transformed(symbols=[], rows_clean=0, rows_quarantined=0, splits=extracted.splits)
     raw_prices = pd.concat([reply.prices for reply in extracted.replies], ignore_index=True)
     clean, quarantine = transform_prices(raw_prices, run_date=run_date)
     return Transformed(
@@ -434,6 +459,7 @@ def transform_batch(extracted: Extracted, run_date: date, part: str, settings: S
         rows_quarantined=len(quarantine),
         clean=clean,
         quarantine=quarantine,
+        splits=extracted.splits,
     )
 
 
@@ -507,11 +533,12 @@ def load_batch(transformed: Transformed, run_id: str, settings: Settings, wareho
     """
     clean, quarantine = _transformed_frames(transformed, settings)
     gap = settings.max_gap_sessions
+    splits = check_splits(pd.DataFrame(transformed.splits, columns=SPLIT_COLUMNS), "this run's sources")
     if warehouse is not None:
-        return load_prices(warehouse, clean, quarantine, run_id, max_gap_sessions=gap)
+        return load_prices(warehouse, clean, quarantine, run_id, max_gap_sessions=gap, splits=splits)
     warehouse = open_warehouse(settings)
     try:
-        return load_prices(warehouse, clean, quarantine, run_id, max_gap_sessions=gap)
+        return load_prices(warehouse, clean, quarantine, run_id, max_gap_sessions=gap, splits=splits)
     finally:
         warehouse.close()
 
@@ -523,6 +550,7 @@ def load_prices(
     run_id: str,
     loaded_at: str | None = None,
     max_gap_sessions: int = Settings.max_gap_sessions,
+    splits: pd.DataFrame | None = None,
 ) -> Loaded:
     """Write clean prices to the warehouse: prices, indicators, weekly/monthly bars, quarantine, dimensions.
 
@@ -539,30 +567,60 @@ def load_prices(
         run_id: the run writing these rows.
         loaded_at: the audit stamp of the rows, ISO-8601 UTC (default: now).
         max_gap_sessions: holes longer than this restart the indicators (MAX_GAP_SESSIONS).
+        splits: split events the sources sent for these symbols (splits.SPLIT_COLUMNS), or None.
+            Events the warehouse already holds change nothing. A symbol with a new one is
+            recomputed in full (its whole history gets the new share basis) in the same
+            transaction, and named in `Loaded.split_recomputes`; the others take the cheap
+            incremental path.
     """
     symbols = sorted(clean["symbol"].unique().tolist()) if not clean.empty else []
-    # One transaction from the look-back read to the last write (Warehouse.load_transaction):
-    # a concurrent run's rows are either all seen by the read or written after this commit,
+    loaded_at = loaded_at or utc_now_iso()
+    recomputed: dict[str, list[str]] = {}
+    # One transaction from the first read to the last write (Warehouse.load_transaction):
+    # a concurrent run's rows are either all seen by the reads or written after this commit,
     # and a failure anywhere leaves none of the batch, so the counts returned are the rows written.
     with warehouse.load_transaction():
+        known, new_events = _known_and_new_splits(warehouse, symbols, splits)
+        recompute = sorted(new_events["symbol"].unique().tolist()) if not new_events.empty else []
+        incremental = [symbol for symbol in symbols if symbol not in recompute]
+        to_load = clean[clean["symbol"].isin(incremental)] if recompute else clean
         stored = pd.DataFrame(columns=["symbol", "trade_date"])
-        to_load = clean
-        if symbols:
-            stored = warehouse.read_lookback(symbols, before=clean["trade_date"].min(), rows=LOOKBACK_ROWS)
-            refuse_mixed_series(clean, stored)  # before anything is written
+        if incremental:
+            stored = warehouse.read_lookback(incremental, before=to_load["trade_date"].min(), rows=LOOKBACK_ROWS)
+            refuse_mixed_series(to_load, stored)  # before anything is written
             # A rerun of an unchanged range: the symbols whose rows are all stored as they are
             # would be written again unchanged, so they are skipped (warehouse_rows.unchanged_symbols).
-            unchanged = unchanged_symbols(clean, stored)
+            unchanged = unchanged_symbols(to_load, stored)
             if unchanged:
                 logger.info("load: run %s skips %d symbols whose rows are stored unchanged", run_id, len(unchanged))
-                to_load = clean[~clean["symbol"].isin(unchanged)]
+                first_date = to_load["trade_date"].min()
+                to_load = to_load[~to_load["symbol"].isin(unchanged)]
                 stored = stored[stored["symbol"].isin(set(to_load["symbol"]))]
-                if not to_load.empty and to_load["trade_date"].min() != clean["trade_date"].min():
+                if not to_load.empty and to_load["trade_date"].min() != first_date:
                     # The lookback must end just before the first date still to load (the RSI
                     # continues from the last row before it): read it again for that date.
                     remaining = sorted(to_load["symbol"].unique().tolist())
                     stored = warehouse.read_lookback(remaining, before=to_load["trade_date"].min(), rows=LOOKBACK_ROWS)
-        frames = build_warehouse_rows(to_load, quarantine, stored, run_id, loaded_at or utc_now_iso(), max_gap_sessions)
+        frames = build_warehouse_rows(to_load, quarantine, stored, run_id, loaded_at, max_gap_sessions, known)
+        if recompute:
+            # A split the warehouse did not know changes the share basis of every earlier row:
+            # these symbols are rebuilt in full, in the same transaction as the rest of the batch.
+            history = warehouse.read_history(recompute)
+            refuse_mixed_series(clean[clean["symbol"].isin(recompute)], history)
+            full = build_recomputed_rows(
+                history, clean[clean["symbol"].isin(recompute)], run_id, loaded_at, max_gap_sessions, known
+            )
+            frames = _concat_frames(frames, full)
+            for symbol in sorted(set(history["symbol"])):
+                recomputed[symbol] = new_events.loc[new_events["symbol"] == symbol, "effective_date"].tolist()
+                logger.warning(
+                    "load: %s has new split(s) on %s: recomputed its %d stored rows (adjusted prices, flags, "
+                    "indicators, bars) in full",
+                    symbol,
+                    ", ".join(recomputed[symbol]),
+                    int((history["symbol"] == symbol).sum()),
+                )
+            frames["fact_splits"] = new_events.assign(loaded_at=loaded_at)
         if frames:
             written = warehouse.load_batch(frames)
             logger.info("load: run %s wrote %s", run_id, written)
@@ -571,8 +629,43 @@ def load_prices(
             warehouse.refresh_dim_symbol(symbols, clean.groupby("symbol")["source"].last().to_dict())
     by_source = {str(source): int(rows) for source, rows in clean.groupby("source").size().items()}
     return Loaded(
-        symbols_loaded=symbols, rows_loaded=len(clean), rows_quarantined=len(quarantine), rows_by_source=by_source
+        symbols_loaded=symbols,
+        rows_loaded=len(clean),
+        rows_quarantined=len(quarantine),
+        rows_by_source=by_source,
+        split_recomputes=recomputed,
     )
+
+
+def _known_and_new_splits(
+    warehouse: Warehouse, symbols: list[str], incoming: pd.DataFrame | None
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Every split event known for the batch (stored, plus the incoming ones) and the incoming ones that are new.
+
+    Args:
+        warehouse: the open warehouse.
+        symbols: the batch's symbols with clean rows.
+        incoming: split events the sources sent this run (SPLIT_COLUMNS), or None.
+
+    Returns:
+        (known, new): known has every event of these symbols (a new factor replaces a stored one).
+    """
+    incoming = incoming if incoming is not None and not incoming.empty else empty_splits()
+    wanted = sorted(set(symbols) | set(incoming["symbol"]))
+    stored = warehouse.read_splits(wanted) if wanted else empty_splits()
+    new = new_split_events(incoming, stored)
+    if new.empty:
+        return stored, new
+    known = pd.concat([stored, new], ignore_index=True).drop_duplicates(["symbol", "effective_date"], keep="last")
+    return known.sort_values(["symbol", "effective_date"], ignore_index=True), new
+
+
+def _concat_frames(first: dict[str, pd.DataFrame], second: dict[str, pd.DataFrame]) -> dict[str, pd.DataFrame]:
+    """Two sets of table rows as one (table by table), for one load_batch call."""
+    merged = dict(first)
+    for name, frame in second.items():
+        merged[name] = pd.concat([merged[name], frame], ignore_index=True) if name in merged else frame
+    return merged
 
 
 def _transformed_frames(transformed: Transformed, settings: Settings) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -632,7 +725,10 @@ def finish_run(summary: RunSummary, settings: Settings, *, alert: bool) -> dict:
         # unusable): the run's end is not in pipeline_runs, so the log and the alert must say so.
         not_recorded = redact(f"{type(exc).__name__}: {exc}", settings.secrets())
         logger.error(
-            "run %s ended %s but could NOT be recorded in pipeline_runs: %s", summary.run_id, summary.status, not_recorded
+            "run %s ended %s but could NOT be recorded in pipeline_runs: %s",
+            summary.run_id,
+            summary.status,
+            not_recorded,
         )
         if not alert:
             raise  # an Airflow task: it fails, and its failure alert says why

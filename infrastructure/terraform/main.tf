@@ -88,6 +88,7 @@ locals {
     agg_weekly_prices         = { partition_field = "period_start", clustering = ["symbol"] }
     agg_monthly_prices        = { partition_field = "period_start", clustering = ["symbol"] }
     quarantine_prices         = { partition_field = null, clustering = ["symbol"] }
+    fact_splits               = { partition_field = null, clustering = ["symbol"] }
     pipeline_runs             = { partition_field = null, clustering = [] }
   }
 }

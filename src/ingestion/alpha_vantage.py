@@ -56,6 +56,7 @@ from src.ingestion.fetch_result import (
 )
 from src.ingestion.http_client import HttpRequestError, request_with_retries
 from src.ingestion.rate_limit import DailyQuota, RateLimiter
+from src.ingestion.split_events import check_splits
 from src.ingestion.symbols import normalize_symbol
 from src.market_calendar import new_york_today, utc_now_iso
 
@@ -336,7 +337,11 @@ def _get_reply(
             f"ALPHA_VANTAGE_BASE_URL {settings.alpha_vantage_base_url!r} redirects in a loop "
             f"({redact(exc, settings.secrets())}); check the URL (e.g. https://www.alphavantage.co/query)"
         ) from None
-    except (requests.exceptions.InvalidURL, requests.exceptions.InvalidSchema, requests.exceptions.MissingSchema) as exc:
+    except (
+        requests.exceptions.InvalidURL,
+        requests.exceptions.InvalidSchema,
+        requests.exceptions.MissingSchema,
+    ) as exc:
         # Settings built without load_settings() (tests, code) skip its URL check: say it here too.
         raise ConfigurationError(
             f"ALPHA_VANTAGE_BASE_URL {settings.alpha_vantage_base_url!r} is not a usable URL "
@@ -536,3 +541,113 @@ def _raise_for_reply(reply_class: str, message: str, symbol: str, wanted: str, q
         logger.warning("%s %s: the reply has an empty time series", SOURCE_NAME, wanted)
         raise NoDataError("empty time series", symbol=symbol, source=SOURCE_NAME)
     raise ValueError(f"unexpected reply class {reply_class!r}")
+
+
+# --- Split events: function=SPLITS ------------------------------------------------------------
+# The reply to https://www.alphavantage.co/query?function=SPLITS&symbol=IBM is
+#     {"symbol": "IBM", "data": [{"effective_date": "1999-05-27", "split_factor": "2.0000"}, ...]}
+# ("data": [] when the symbol never split). Errors, throttling and the quota come back in the
+# same "Information" / "Note" / "Error Message" replies as for prices, so they are classified
+# by the same rules. Each request goes through the same rate limiter and daily quota.
+
+SPLITS_FUNCTION = "SPLITS"
+SPLITS_DATA_KEY = "data"
+
+
+def classify_splits_reply(payload: object) -> str:
+    """Sort a parsed SPLITS reply into one of REPLY_CLASSES ("data", "empty", "throttled", ...).
+
+    Example:
+        >>> classify_splits_reply({"symbol": "IBM", "data": []})
+        'empty'
+    """
+    if isinstance(payload, dict) and SPLITS_DATA_KEY in payload:
+        events = payload[SPLITS_DATA_KEY]
+        if not isinstance(events, list):
+            return "malformed"
+        if not events:
+            return "empty"
+        if not all(
+            isinstance(event, dict) and "effective_date" in event and "split_factor" in event for event in events
+        ):
+            return "malformed"
+        return "data"
+    if isinstance(payload, dict) and META_KEY in payload:
+        return "malformed"  # a price reply (or another function's) is not an answer to SPLITS
+    # Not a splits reply: an Information / Note / Error Message one, classified as for prices.
+    return classify_reply(payload)
+
+
+def parse_splits(payload: dict, symbol: str) -> pd.DataFrame:
+    """Turn a "data" or "empty" SPLITS reply into checked split events (split_events.SPLIT_COLUMNS).
+
+    Raises:
+        SplitDataError: an event's date or factor is unusable (the message names it).
+    """
+    events = pd.DataFrame(payload.get(SPLITS_DATA_KEY, []), columns=["effective_date", "split_factor"])
+    return check_splits(events.assign(symbol=symbol, source=SOURCE_NAME), f"{SOURCE_NAME} SPLITS {symbol}")
+
+
+def fetch_splits(
+    symbol: str,
+    settings: Settings,
+    *,
+    session: requests.Session | None = None,
+    rate_limiter: RateLimiter | None = None,
+    quota: DailyQuota | None = None,
+    sleep: Callable[[float], None] = time.sleep,
+) -> pd.DataFrame:
+    """Fetch one symbol's split events from Alpha Vantage (function=SPLITS, one quota call).
+
+    Same client, rate limiter, quota and reply classes as `fetch_daily_prices`: malformed
+    replies are retried with backoff, throttling is waited out (THROTTLE_RETRIES times), and a
+    final reply raises the same exceptions.
+
+    Args:
+        symbol: the ticker (validated before any network use).
+        settings, session, rate_limiter, quota, sleep: as for `fetch_daily_prices`.
+
+    Returns:
+        The events (SPLIT_COLUMNS), source "alpha_vantage"; empty when the symbol never split.
+
+    Raises:
+        ConfigurationError: the API key is missing or rejected.
+        QuotaExhaustedError, PremiumOnlyError, InvalidSymbolError, SourceUnavailableError: as
+            for prices.
+        SplitDataError: the reply's events are unusable.
+    """
+    symbol = normalize_symbol(symbol)
+    api_key = require_alpha_vantage_key(settings)
+    wanted = f"{symbol} splits"
+    if quota is not None and quota.is_exhausted():
+        raise QuotaExhaustedError("daily quota used up; no request sent", symbol=symbol, source=SOURCE_NAME)
+    params = {"function": SPLITS_FUNCTION, "symbol": symbol, "datatype": "json", "apikey": api_key}
+    http = session or requests.Session()
+    meter = _CallMeter(symbol, rate_limiter, quota)
+    bad_replies = 0
+    throttled = 0
+    while True:
+        payload = _get_reply(http, meter, settings, params, symbol, wanted, sleep)
+        reply_class = classify_splits_reply(payload)
+        if reply_class in ("data", "empty"):
+            splits = parse_splits(payload, symbol)
+            logger.info("%s %s: %d split event(s)", SOURCE_NAME, wanted, len(splits))
+            return splits
+        message = redact(_reply_message(payload), settings.secrets())
+        if reply_class == "malformed" and bad_replies + 1 < settings.http_max_tries:
+            bad_replies += 1
+            logger.warning("%s %s: unusable reply (%s); retrying", SOURCE_NAME, wanted, message)
+            sleep(settings.http_backoff_seconds * 2 ** (bad_replies - 1))
+            continue
+        if reply_class == "throttled" and throttled < THROTTLE_RETRIES:
+            throttled += 1
+            logger.warning(
+                "%s %s: throttled (%s); retry %d/%d", SOURCE_NAME, wanted, message, throttled, THROTTLE_RETRIES
+            )
+            sleep(THROTTLE_WAIT_SECONDS)
+            continue
+        if reply_class in ("malformed", "throttled"):
+            reason = f"gave up on SPLITS after retries ({reply_class}): {message}"
+            logger.warning("%s %s: %s", SOURCE_NAME, wanted, reason)
+            raise SourceUnavailableError(reason, symbol=symbol, source=SOURCE_NAME)
+        _raise_for_reply(reply_class, message, symbol, wanted, quota)

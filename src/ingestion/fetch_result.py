@@ -29,6 +29,9 @@ class FetchResult:
             It never contains the API key.
         request_params: the request's parameters WITHOUT secrets (no apikey).
         fetched_at: when the reply arrived, ISO 8601 in UTC, e.g. "2024-01-02T21:30:05+00:00".
+        splits: the symbol's split events from the same source (`split_events.SPLIT_COLUMNS`),
+            an empty frame when the source has none, or None when they were not asked for
+            (e.g. Alpha Vantage's were already fetched today).
     """
 
     symbol: str
@@ -37,6 +40,7 @@ class FetchResult:
     raw_payload: object
     request_params: dict
     fetched_at: str
+    splits: pd.DataFrame | None = None
 
 
 class SourceError(Exception):

@@ -35,6 +35,7 @@ import pandas as pd
 import pyarrow
 
 from src.ingestion.fetch_result import PRICE_FRAME_COLUMNS, FetchResult, NoDataError, SourceError
+from src.ingestion.split_events import check_splits, empty_splits
 from src.ingestion.symbols import normalize_symbol
 from src.market_calendar import utc_now_iso
 
@@ -247,3 +248,64 @@ def fetch_file_prices(symbol: str, start: date, end: date, data_dir: Path) -> Fe
         request_params={"file": path.name, "start": start.isoformat(), "end": end.isoformat()},
         fetched_at=fetched_at,
     )
+
+
+# --- Split events: an optional <SYMBOL>.splits.csv beside <SYMBOL>.csv ------------------------
+
+SPLITS_FILE_COLUMNS = ["effective_date", "split_factor"]
+
+
+def splits_file_path(symbol: str, data_dir: Path) -> Path:
+    """Return `<data_dir>/<SYMBOL>.splits.csv` for a symbol that passes validation.
+
+    Example:
+        >>> splits_file_path("aapl", Path("data/offline-real"))
+        PosixPath('data/offline-real/AAPL.splits.csv')
+    """
+    return Path(data_dir) / f"{normalize_symbol(symbol)}.splits.csv"
+
+
+def read_splits_file(symbol: str, data_dir: Path) -> pd.DataFrame:
+    """Read one symbol's split events from `<SYMBOL>.splits.csv`, header `effective_date,split_factor`.
+
+    The file is optional: no file means the symbol has no splits. A file that is there must be
+    right in full, or the symbol fails with a message naming the file and the first bad row (a
+    half-read list of splits would adjust the history wrongly).
+
+    Args:
+        symbol: the ticker (validated before any file use).
+        data_dir: the folder with the CSV files (settings.file_source_dir).
+
+    Returns:
+        SPLIT_COLUMNS (split_events.py), source "file"; empty when there is no file.
+
+    Raises:
+        FileFormatError: the file is not a CSV with exactly the two columns.
+        SplitDataError: a date is not YYYY-MM-DD, or a factor is not a number above 0.
+    """
+    path = splits_file_path(symbol, data_dir)
+    symbol = normalize_symbol(symbol)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return empty_splits()
+    except (UnicodeDecodeError, OSError) as exc:
+        raise FileFormatError(
+            f"{path} is not a readable splits file: {exc}", symbol=symbol, source=SOURCE_NAME
+        ) from exc
+    try:
+        frame = pd.read_csv(io.StringIO(text), dtype=str, keep_default_na=False)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError) as exc:
+        raise FileFormatError(f"{path} is not a readable CSV file: {exc}", symbol=symbol, source=SOURCE_NAME) from exc
+    frame.columns = [str(column).strip().lower() for column in frame.columns]
+    if sorted(frame.columns) != sorted(SPLITS_FILE_COLUMNS):
+        raise FileFormatError(
+            f"{path} has the columns {','.join(frame.columns) or 'none'}; expected exactly "
+            f"{','.join(SPLITS_FILE_COLUMNS)}",
+            symbol=symbol,
+            source=SOURCE_NAME,
+        )
+    frame = frame.apply(lambda column: column.str.strip())
+    splits = check_splits(frame.assign(symbol=symbol, source=SOURCE_NAME), str(path))
+    logger.info("%s %s: %d split event(s) from %s", SOURCE_NAME, symbol, len(splits), path)
+    return splits

@@ -342,3 +342,48 @@ class DailyQuota:
             state["day"],
             state["calls"],
         )
+
+
+SPLITS_CHECKED_FILE_NAME = "alpha_vantage_splits_checked.json"
+
+
+class DailySplitChecks:
+    """Remembers which symbols' Alpha Vantage SPLITS were fetched today.
+
+    The state file is `<state_dir>/alpha_vantage_splits_checked.json`.
+
+    Split events change rarely, and each SPLITS request costs one call of the daily quota, so
+    a symbol's splits are fetched at most once per US/Eastern day (the quota's day): a second
+    run, batch or retry on the same day skips the call. A missing or unreadable file means
+    "nothing checked yet today".
+
+    Args:
+        state_dir: the folder for the state file (created if missing).
+        today: returns the current day; defaults to `market_calendar.new_york_today`.
+
+    Example:
+        >>> checks = DailySplitChecks(Path("data/state"))
+        >>> checks.checked_today("IBM")
+        False
+    """
+
+    def __init__(self, state_dir: Path, today: Callable[[], date] = new_york_today):
+        self.path = Path(state_dir) / SPLITS_CHECKED_FILE_NAME
+        self._today = today
+
+    def _symbols_today(self) -> list[str]:
+        found, state = _read_json_file(self.path, "splits-checked file", "checking every symbol again")
+        if not found or not isinstance(state, dict) or state.get("day") != self._today().isoformat():
+            return []
+        symbols = state.get("symbols")
+        return [symbol for symbol in symbols if isinstance(symbol, str)] if isinstance(symbols, list) else []
+
+    def checked_today(self, symbol: str) -> bool:
+        """True when this symbol's splits were already fetched today."""
+        return symbol in self._symbols_today()
+
+    def mark_checked(self, symbol: str) -> None:
+        """Record that this symbol's splits were fetched today."""
+        symbols = self._symbols_today()
+        if symbol not in symbols:
+            _write_json_atomically(self.path, {"day": self._today().isoformat(), "symbols": [*symbols, symbol]})

@@ -30,11 +30,11 @@ from collections.abc import Callable, Iterable
 from datetime import date
 
 from src.config import VALID_SOURCES, ConfigurationError, Settings, require_alpha_vantage_key
-from src.ingestion.alpha_vantage import fetch_daily_prices
+from src.ingestion.alpha_vantage import fetch_daily_prices, fetch_splits
 from src.ingestion.fetch_result import FetchResult, SourceError
-from src.ingestion.file_source import fetch_file_prices
-from src.ingestion.rate_limit import RATE_LIMIT_FILE_NAME, DailyQuota, RateLimiter
-from src.ingestion.yahoo_finance import fetch_yahoo_prices
+from src.ingestion.file_source import fetch_file_prices, read_splits_file
+from src.ingestion.rate_limit import RATE_LIMIT_FILE_NAME, DailyQuota, DailySplitChecks, RateLimiter
+from src.ingestion.yahoo_finance import fetch_yahoo_prices, fetch_yahoo_splits
 
 logger = logging.getLogger(__name__)
 
@@ -77,16 +77,63 @@ def _fetch_from_source(
     quota: DailyQuota | None,
     sleep: Callable[[float], None],
 ) -> FetchResult:
-    """Call the fetcher of one source (each source takes only the arguments it needs)."""
+    """Call the fetcher of one source (each source takes only the arguments it needs), with its split events.
+
+    The split events come from the source that served the prices. A file source's bad
+    `<SYMBOL>.splits.csv` fails the symbol like a bad price file; Alpha Vantage's and Yahoo's
+    events are extra calls whose failure leaves the prices good (`splits` None).
+    """
     if source == "alpha_vantage":
-        return fetch_daily_prices(
+        result = fetch_daily_prices(
             symbol, start, end, settings, session=session, rate_limiter=rate_limiter, quota=quota, sleep=sleep
         )
+        result.splits = _alpha_vantage_splits(
+            result.symbol, settings, session=session, rate_limiter=rate_limiter, quota=quota, sleep=sleep
+        )
+        return result
     if source == "yahoo":
-        return fetch_yahoo_prices(symbol, start, end, settings, session=session, sleep=sleep)
+        result = fetch_yahoo_prices(symbol, start, end, settings, session=session, sleep=sleep)
+        result.splits = fetch_yahoo_splits(result.symbol, session=session)
+        return result
     if source == "file":
-        return fetch_file_prices(symbol, start, end, settings.file_source_dir)
+        result = fetch_file_prices(symbol, start, end, settings.file_source_dir)
+        try:
+            result.splits = read_splits_file(result.symbol, settings.file_source_dir)
+        except SourceError as exc:
+            exc.symbol = result.symbol
+            logger.warning("file %s: %s", result.symbol, exc.reason)
+            raise
+        return result
     raise ConfigurationError(f"unknown source {source!r}; expected one of {', '.join(VALID_SOURCES)}")
+
+
+def _alpha_vantage_splits(
+    symbol: str,
+    settings: Settings,
+    *,
+    session,
+    rate_limiter: RateLimiter | None,
+    quota: DailyQuota | None,
+    sleep: Callable[[float], None],
+):
+    """Alpha Vantage's split events for a symbol, at most once per symbol and day; None when skipped or failed.
+
+    One SPLITS call per symbol and day, through the same rate limiter and quota as the prices
+    (docs/ingestion.md has what a free key's 25 calls a day buy). Split events change rarely:
+    when the call fails (throttled, quota used up, a bad reply) the prices are still loaded and
+    the warehouse keeps the events it knows; the next day's run asks again.
+    """
+    checks = DailySplitChecks(settings.state_dir)
+    if checks.checked_today(symbol):
+        logger.debug("alpha_vantage %s: split events already fetched today", symbol)
+        return None
+    try:
+        splits = fetch_splits(symbol, settings, session=session, rate_limiter=rate_limiter, quota=quota, sleep=sleep)
+    except SourceError as exc:
+        logger.warning("alpha_vantage %s: no split events this run (%s); keeping the stored ones", symbol, exc.reason)
+        return None
+    checks.mark_checked(symbol)
+    return splits
 
 
 def fetch_symbol(

@@ -59,6 +59,7 @@ from src.ingestion.fetch_result import (
     SourceError,
     SourceUnavailableError,
 )
+from src.ingestion.split_events import check_splits, empty_splits
 from src.ingestion.symbols import normalize_symbol
 from src.market_calendar import NEW_YORK, utc_now_iso
 
@@ -319,3 +320,50 @@ def fetch_yahoo_prices(
         request_params=request_params,
         fetched_at=fetched_at,
     )
+
+
+def splits_from_yahoo_series(splits: pd.Series, symbol: str) -> pd.DataFrame:
+    """Turn yfinance's `Ticker.splits` (ratio by tz-aware timestamp) into checked split events.
+
+    yfinance's ratio is new shares per old share (4.0 for AAPL's 4-for-1 of 2020-08-31), the
+    same convention as ours. The timestamp is midnight in the exchange's timezone, so its
+    date in that timezone is the effective trading day.
+
+    Example:
+        >>> index = pd.DatetimeIndex(["2020-08-31"]).tz_localize("America/New_York")
+        >>> splits_from_yahoo_series(pd.Series([4.0], index=index), "AAPL")["split_factor"].tolist()
+        [4.0]
+    """
+    index = pd.DatetimeIndex(splits.index)
+    if index.tz is not None:
+        index = index.tz_convert(NEW_YORK)
+    events = pd.DataFrame(
+        {"effective_date": index.strftime("%Y-%m-%d"), "split_factor": splits.to_numpy(), "symbol": symbol}
+    )
+    return check_splits(events.assign(source=SOURCE_NAME), f"{SOURCE_NAME} splits {symbol}")
+
+
+def fetch_yahoo_splits(symbol: str, *, session=None) -> pd.DataFrame | None:
+    """Fetch one symbol's split events from Yahoo (yfinance `Ticker.splits`).
+
+    Split events are extra information: when Yahoo cannot give them the prices are still
+    good, so a failure is logged and None returned (the warehouse keeps the events it knows).
+
+    Returns:
+        The events (SPLIT_COLUMNS), source "yahoo"; None when Yahoo could not answer.
+    """
+    # Imported here: yfinance pulls in curl_cffi, peewee and more; only pay for it when used.
+    from yfinance import Ticker
+    from yfinance.exceptions import YFException
+
+    symbol = normalize_symbol(symbol)
+    try:
+        series = Ticker(to_yahoo_symbol(symbol), session=session).splits
+    except (YFException, OSError, ValueError, KeyError) as exc:
+        logger.warning(
+            "%s %s: could not fetch split events (%s); keeping the stored ones", SOURCE_NAME, symbol, _describe(exc)
+        )
+        return None
+    if series is None or len(series) == 0:
+        return empty_splits()
+    return splits_from_yahoo_series(series, symbol)

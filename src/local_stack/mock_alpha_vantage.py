@@ -1,7 +1,9 @@
-"""A small mock of the Alpha Vantage API (TIME_SERIES_DAILY, JSON) for tests and the local stack.
+"""A small mock of the Alpha Vantage API (TIME_SERIES_DAILY and SPLITS, JSON) for tests and the local stack.
 
 It serves `<SYMBOL>.csv` files (columns date,open,high,low,close,volume) from a folder in the
-exact wire format of https://www.alphavantage.co/query, and reproduces the real API's error
+exact wire format of https://www.alphavantage.co/query, and `function=SPLITS` from the optional
+`<SYMBOL>.splits.csv` beside them (columns effective_date,split_factor; no file: `"data": []`).
+Every mode and limit below applies to SPLITS calls as well. It reproduces the real API's error
 replies, which come with HTTP 200 like the real ones:
 
 - an unknown symbol (no CSV file) gets the real "Invalid API call" reply;
@@ -23,7 +25,7 @@ data reply whose "Meta Data" repeats the apikey, as some proxies and error pages
 
 Control endpoints:
     GET/POST /_control?mode=error500   switch the mode (add reset=1 to clear counters)
-    GET /_stats                        JSON: requests per symbol, mode, calls counted today
+    GET /_stats                        JSON: requests per symbol and per function, mode, calls counted today
 
 When the folder holds the `SYNTHETIC.txt` note written by `src.local_stack.synthetic_data`,
 every reply is marked synthetic in "Meta Data", and the client labels those rows "synthetic".
@@ -142,6 +144,27 @@ def _price_text(value: str) -> str:
         return value
 
 
+def build_splits_reply(symbol: str, path: Path) -> dict:
+    """The SPLITS reply for a symbol, in the real wire format, from a splits CSV (effective_date,split_factor).
+
+    Example: {"symbol": "IBM", "data": [{"effective_date": "1999-05-27", "split_factor": "2.0000"}]};
+    a symbol that never split (no file) gets "data": [].
+    """
+    events = []
+    if path.is_file():
+        with path.open(newline="", encoding="utf-8") as handle:
+            for row in csv.DictReader(handle):
+                events.append(
+                    {
+                        "effective_date": row["effective_date"].strip(),
+                        "split_factor": f"{float(row['split_factor']):.4f}",
+                    }
+                )
+    # The real reply lists the newest split first.
+    events.sort(key=lambda event: event["effective_date"], reverse=True)
+    return {"symbol": symbol, "data": events}
+
+
 def build_daily_reply(symbol: str, rows: list[dict], outputsize: str, synthetic: bool = False) -> dict:
     """Build a TIME_SERIES_DAILY JSON reply from CSV rows (newest first), as the real API shapes it.
 
@@ -245,6 +268,7 @@ class MockAlphaVantageServer(ThreadingHTTPServer):
         """Forget all counted requests and calls (stats, rate window, daily count)."""
         with self.lock:
             self.requests_by_symbol: Counter[str] = Counter()
+            self.requests_by_function: Counter[str] = Counter()
             self.accepted_call_times: deque[float] = deque()
             self.accepted_calls_by_day: Counter[str] = Counter()
 
@@ -255,6 +279,7 @@ class MockAlphaVantageServer(ThreadingHTTPServer):
                 "mode": self.mode,
                 "total_requests": sum(self.requests_by_symbol.values()),
                 "requests_by_symbol": dict(self.requests_by_symbol),
+                "requests_by_function": dict(self.requests_by_function),
                 "accepted_calls_today": self.accepted_calls_by_day[self.today().isoformat()],
             }
 
@@ -332,6 +357,7 @@ class _MockHandler(BaseHTTPRequestHandler):
         raw_symbol = params.get("symbol", "")
         with server.lock:
             server.requests_by_symbol[raw_symbol.upper()] += 1
+            server.requests_by_function[params.get("function", "")] += 1
             mode = server.mode
 
         api_key = params.get("apikey", "")
@@ -376,7 +402,7 @@ class _MockHandler(BaseHTTPRequestHandler):
             self._send_json({"Information": BURST_MESSAGE})
             return
 
-        reply = self._daily_reply(params)
+        reply = self._splits_reply(params) if params.get("function") == "SPLITS" else self._daily_reply(params)
         if mode == "wrong_symbol":
             reply = self._reply_for_another_symbol(params)
         if mode == "echo_key" and "Meta Data" in reply:
@@ -437,6 +463,16 @@ class _MockHandler(BaseHTTPRequestHandler):
         except (BrokenPipeError, ConnectionResetError):
             logger.debug("mock alpha vantage: the client stopped reading a trickled reply")
         self.close_connection = True
+
+    def _splits_reply(self, params: dict) -> dict:
+        """Build the reply for an admitted SPLITS call from `<SYMBOL>.splits.csv` (none: "data": [])."""
+        try:
+            symbol = normalize_symbol(params.get("symbol", ""))
+        except InvalidSymbolInputError:
+            return {"Error Message": INVALID_CALL_MESSAGE.replace("TIME_SERIES_DAILY", "SPLITS")}
+        if not (self.server.data_dir / f"{symbol}.csv").is_file():
+            return {"Error Message": INVALID_CALL_MESSAGE.replace("TIME_SERIES_DAILY", "SPLITS")}
+        return build_splits_reply(symbol, self.server.data_dir / f"{symbol}.splits.csv")
 
     def _send_json(self, payload: dict, status: HTTPStatus = HTTPStatus.OK) -> None:
         # The real API pretty-prints its JSON with 4-space indents.

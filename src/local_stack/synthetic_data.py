@@ -94,6 +94,16 @@ def write_synthetic_universe(out_dir: Path, symbols: list[str], start: date, end
     return total
 
 
+# The real split events inside the sample range (2000-03-01 .. 2013-03-01), from public records
+# (the companies' investor-relations split histories; the as-traded sample prices halve on
+# each of these days): AAPL 2-for-1 on 2000-06-21 and 2005-02-28, MSFT 2-for-1 on 2003-02-18.
+# IBM's last split (1999-05-27) and GOOG's 2014 share-class split fall outside the range.
+REAL_SAMPLE_SPLITS = {
+    "AAPL": [("2000-06-21", 2.0), ("2005-02-28", 2.0)],
+    "MSFT": [("2003-02-18", 2.0)],
+}
+
+
 def write_real_samples(out_dir: Path) -> int:
     """Export the real daily prices shipped by `bokeh-sampledata` as CSVs (2000-03-01 .. 2013-03-01)."""
     # Imported here: bokeh-sampledata loads its CSVs on import; only the real-sample export needs it.
@@ -106,8 +116,13 @@ def write_real_samples(out_dir: Path) -> int:
         frame = raw[["date", "open", "high", "low", "close", "volume"]].sort_values("date")
         frame.to_csv(out_dir / f"{symbol}.csv", index=False)
         total += len(frame)
+    for symbol, events in REAL_SAMPLE_SPLITS.items():
+        lines = ["effective_date,split_factor", *(f"{day},{factor:g}" for day, factor in events)]
+        (out_dir / f"{symbol}.splits.csv").write_text("\n".join(lines) + "\n")
     (out_dir / "SOURCE.txt").write_text(
         "Real daily prices (as traded) from the PyPI package bokeh-sampledata, 2000-03-01 .. 2013-03-01.\n"
+        "Split events (<SYMBOL>.splits.csv) from public records: AAPL 2-for-1 on 2000-06-21 and 2005-02-28, "
+        "MSFT 2-for-1 on 2003-02-18.\n"
     )
     return total
 

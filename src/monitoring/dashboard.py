@@ -92,11 +92,15 @@ def read_symbol_history(warehouse: Warehouse, symbol: str, sessions: int = SESSI
     """The last `sessions` stored sessions of one symbol with their indicators, oldest first.
 
     Returns:
-        Columns trade_date, open, high, low, close, volume, source, quality_flags, sma_20,
-        sma_50, sma_200, rsi_14, vwap_20 (indicators NaN in their warm-up).
+        Columns trade_date, open, high, low, close, volume (as traded), adj_open, adj_close,
+        adj_volume (split-adjusted; equal to the as-traded values on rows stored before the
+        adjusted columns existed), source, quality_flags, sma_20, sma_50, sma_200, rsi_14,
+        vwap_20 (indicators NaN in their warm-up).
     """
     sql = (
-        "SELECT p.trade_date, p.open, p.high, p.low, p.close, p.volume, p.source, p.quality_flags, "
+        "SELECT p.trade_date, p.open, p.high, p.low, p.close, p.volume, "
+        "COALESCE(p.adj_open, p.open) AS adj_open, COALESCE(p.adj_close, p.close) AS adj_close, "
+        "COALESCE(p.adj_volume, p.volume) AS adj_volume, p.source, p.quality_flags, "
         "i.sma_20, i.sma_50, i.sma_200, i.rsi_14, i.vwap_20 "
         f"FROM {table_ref(warehouse, 'fact_daily_prices')} AS p "
         f"LEFT JOIN {table_ref(warehouse, 'fact_technical_indicators')} AS i "
@@ -163,6 +167,14 @@ def break_lines_at_holes(history: pd.DataFrame) -> pd.DataFrame:
     return combined.sort_values("trade_date", ignore_index=True)
 
 
+def split_days(history: pd.DataFrame) -> list[str]:
+    """The dates of the rows flagged `split` (a known split took effect that day)."""
+    if "quality_flags" not in history.columns or history.empty:
+        return []
+    flags = history["quality_flags"].fillna("").str.split(",")
+    return history.loc[flags.map(lambda codes: "split" in codes), "trade_date"].tolist()
+
+
 def build_price_figure(symbol: str, history: pd.DataFrame, synthetic: bool) -> go.Figure:
     """Three stacked panels for one symbol: price with SMAs and VWAP, RSI 14 with 30/70 bands, volume.
 
@@ -180,16 +192,40 @@ def build_price_figure(symbol: str, history: pd.DataFrame, synthetic: bool) -> g
         shared_xaxes=True,
         vertical_spacing=0.04,
         row_heights=[0.58, 0.2, 0.22],
-        subplot_titles=("Close, SMA 20/50/200 and VWAP 20", "RSI 14 (Wilder)", "Volume"),
+        subplot_titles=(
+            "Close (split-adjusted), SMA 20/50/200 and VWAP 20",
+            "RSI 14 (Wilder)",
+            "Volume (split-adjusted)",
+        ),
     )
     sessions = len(history)
     history = break_lines_at_holes(history)
     dates = history["trade_date"]
+    # The indicators are on the split-adjusted basis, so the close drawn with them is too.
     figure.add_trace(
-        go.Scatter(x=dates, y=history["close"], name="Close", line={"color": COLORS["close"], "width": 1.6}),
+        go.Scatter(
+            x=dates, y=history["adj_close"], name="Close (adjusted)", line={"color": COLORS["close"], "width": 1.6}
+        ),
         row=1,
         col=1,
     )
+    # The prices as traded, one click on the legend away.
+    figure.add_trace(
+        go.Scatter(
+            x=dates,
+            y=history["close"],
+            name="Close (as traded)",
+            visible="legendonly",
+            line={"color": COLORS["close"], "width": 1.0, "dash": "dot"},
+        ),
+        row=1,
+        col=1,
+    )
+    for split_day in split_days(history):
+        figure.add_vline(x=split_day, line={"color": "#7c3aed", "width": 1, "dash": "dash"}, row=1, col=1)
+        figure.add_annotation(
+            x=split_day, y=1.0, yref="y domain", text="split", showarrow=False, font={"color": "#7c3aed"}, row=1, col=1
+        )
     for column, label, dash in (
         ("sma_20", "SMA 20", "solid"),
         ("sma_50", "SMA 50", "solid"),
@@ -214,11 +250,11 @@ def build_price_figure(symbol: str, history: pd.DataFrame, synthetic: bool) -> g
         col=1,
     )
 
-    up_day = history["close"] >= history["open"]
+    up_day = history["adj_close"] >= history["adj_open"]
     figure.add_trace(
         go.Bar(
             x=dates,
-            y=history["volume"],
+            y=history["adj_volume"],
             name="Volume",
             marker={"color": [COLORS["up"] if up else COLORS["down"] for up in up_day], "line": {"width": 0}},
         ),
@@ -581,7 +617,8 @@ def render_page(
     parts.append(f'<section class="card" id="runs"><h2>Pipeline runs over time</h2>{runs_html}</section>')
     parts.append("</main>")
     parts.append(
-        "<footer>Prices are daily bars as traded (unadjusted). Indicators: SMA of close, Wilder's RSI 14, "
+        "<footer>Charts show split-adjusted prices (the as-traded close is one click away in the legend; "
+        "dashed lines mark splits). Indicators on the adjusted prices: SMA of close, Wilder's RSI 14, "
         "rolling 20-session VWAP of the typical price. Built by src/monitoring/dashboard.py.</footer>"
     )
     title = "CloudScale Finance ETL — dashboard"

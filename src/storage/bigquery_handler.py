@@ -46,7 +46,7 @@ from google.cloud import bigquery
 
 from src.config import Settings
 from src.storage.calendar_dim import build_dim_date, dim_date_range_to_write
-from src.storage.schema import AUDIT_COLUMNS, LOOKBACK_COLUMNS, TABLES, Table
+from src.storage.schema import AUDIT_COLUMNS, HISTORY_COLUMNS, LOOKBACK_COLUMNS, TABLES, Table
 from src.storage.views import VIEWS, render_view
 
 logger = logging.getLogger(__name__)
@@ -716,3 +716,39 @@ def ensure_dim_date(wh: BigQueryWarehouse, start: str, end: str) -> int:
     stored_last = None if stored["days"] == 0 else str(stored["last"])
     first, last = dim_date_range_to_write(start, end, stored_first, stored_last, int(stored["days"]))
     return load_batch(wh, {"dim_date": build_dim_date(first, last)})["dim_date"]
+
+
+# --- Splits -----------------------------------------------------------------------------------
+
+
+def read_splits(wh: BigQueryWarehouse, symbols: list[str]) -> pd.DataFrame:
+    """The stored split events of these symbols (as `sqlite_warehouse.read_splits`)."""
+    sql = f"""
+        SELECT symbol, effective_date, split_factor, source
+        FROM `{wh.table_id("fact_splits")}`
+        WHERE symbol IN UNNEST(@symbols)
+        ORDER BY symbol, effective_date
+    """
+    frame = query(wh, sql, {"symbols": list(symbols)})
+    if frame.empty:
+        return pd.DataFrame(
+            {"symbol": [], "effective_date": [], "split_factor": pd.Series(dtype="float64"), "source": []}
+        )
+    frame["source"] = frame["source"].replace("None", "")
+    return frame
+
+
+def read_history(wh: BigQueryWarehouse, symbols: list[str]) -> pd.DataFrame:
+    """Every stored price row of these symbols, as traded (as `sqlite_warehouse.read_history`)."""
+    columns = HISTORY_COLUMNS
+    sql = f"""
+        SELECT {", ".join(columns)}
+        FROM `{wh.table_id("fact_daily_prices")}`
+        WHERE symbol IN UNNEST(@symbols)
+        ORDER BY symbol, trade_date
+    """
+    frame = query(wh, sql, {"symbols": list(symbols)})
+    if frame.empty:
+        return pd.DataFrame(columns=columns)
+    frame["quality_flags"] = frame["quality_flags"].replace("None", "").fillna("")
+    return frame

@@ -70,6 +70,21 @@ _OHLCV = (
     Column("volume", "INTEGER", description="shares traded"),
 )
 
+# Back-adjusted copies of the OHLCV (src/transformation/splits.py): prices divided by, volume
+# multiplied by, the product of the factors of every split after the day. Added at the end of
+# the tables so an existing warehouse gains them with a plain ALTER TABLE ... ADD COLUMN.
+_ADJUSTED_OHLCV = (
+    Column("adj_open", "FLOAT", description="open back-adjusted for every later split (latest share basis)"),
+    Column("adj_high", "FLOAT", description="high back-adjusted for every later split"),
+    Column("adj_low", "FLOAT", description="low back-adjusted for every later split"),
+    Column("adj_close", "FLOAT", description="close back-adjusted for every later split"),
+    Column(
+        "adj_volume",
+        "FLOAT",
+        description="volume x the factors of every later split (fractional after a reverse split)",
+    ),
+)
+
 DIM_SYMBOL = Table(
     name="dim_symbol",
     description="One row per ticker symbol the pipeline has loaded.",
@@ -115,6 +130,7 @@ FACT_DAILY_PRICES = Table(
         Column("quality_flags", "STRING", description="validator flags, comma-separated (empty = none)"),
         Column("loaded_at", "TIMESTAMP", description="when the row was written (UTC)"),
         Column("run_id", "STRING", description="pipeline_runs.run_id of the run that wrote it"),
+        *_ADJUSTED_OHLCV,
     ),
     primary_key=("symbol", "trade_date"),
     partition_by="trade_date",
@@ -127,12 +143,12 @@ FACT_TECHNICAL_INDICATORS = Table(
     columns=(
         Column("symbol", "STRING", nullable=False),
         Column("trade_date", "DATE", nullable=False),
-        Column("sma_20", "FLOAT", description="20-session simple moving average of close"),
-        Column("sma_50", "FLOAT", description="50-session simple moving average of close"),
-        Column("sma_200", "FLOAT", description="200-session simple moving average of close"),
+        Column("sma_20", "FLOAT", description="20-session simple moving average of adj_close"),
+        Column("sma_50", "FLOAT", description="50-session simple moving average of adj_close"),
+        Column("sma_200", "FLOAT", description="200-session simple moving average of adj_close"),
         Column("rsi_14", "FLOAT", description="Wilder's 14-session RSI (TA-Lib definition)"),
-        Column("vwap_20", "FLOAT", description="rolling 20-session VWAP of the typical price"),
-        Column("daily_return", "FLOAT", description="close / previous close - 1"),
+        Column("vwap_20", "FLOAT", description="rolling 20-session VWAP of the adjusted typical price and volume"),
+        Column("daily_return", "FLOAT", description="adj_close / previous adj_close - 1"),
         Column("rsi_avg_gain_14", "FLOAT", description="Wilder's running average gain (for incremental RSI)"),
         Column("rsi_avg_loss_14", "FLOAT", description="Wilder's running average loss (for incremental RSI)"),
         Column("loaded_at", "TIMESTAMP"),
@@ -149,8 +165,9 @@ _AGG_COLUMNS = (
     Column("period_end", "DATE", description="last trading day in the period with data"),
     *_OHLCV,
     Column("trading_days", "INTEGER", description="sessions with data in the period"),
-    Column("period_return", "FLOAT", description="close / previous period's close - 1"),
+    Column("period_return", "FLOAT", description="adj_close / previous period's adj_close - 1"),
     Column("loaded_at", "TIMESTAMP"),
+    *_ADJUSTED_OHLCV,
 )
 
 AGG_WEEKLY_PRICES = Table(
@@ -188,6 +205,20 @@ QUARANTINE_PRICES = Table(
     cluster_by=("symbol",),
 )
 
+FACT_SPLITS = Table(
+    name="fact_splits",
+    description="Stock split events per symbol (the adjustments table behind the adj_* columns).",
+    columns=(
+        Column("symbol", "STRING", nullable=False),
+        Column("effective_date", "DATE", nullable=False, description="first session on the new share basis"),
+        Column("split_factor", "FLOAT", description="new shares per old share: 2.0 for 2-for-1, 0.1 for 1-for-10"),
+        Column("source", "STRING", description="alpha_vantage, yahoo or file"),
+        Column("loaded_at", "TIMESTAMP", description="when the event was first stored (UTC)"),
+    ),
+    primary_key=("symbol", "effective_date"),
+    cluster_by=("symbol",),
+)
+
 PIPELINE_RUNS = Table(
     name="pipeline_runs",
     description="One row per pipeline run (CLI or Airflow): what it did and how it ended.",
@@ -206,14 +237,27 @@ PIPELINE_RUNS = Table(
         Column("rows_by_source", "STRING", description="JSON object: source -> rows"),
         Column("duration_seconds", "FLOAT"),
         Column("error", "STRING", description="what went wrong (secrets redacted)"),
+        Column(
+            "split_recomputes",
+            "STRING",
+            description="JSON object: symbol -> split dates newly learned, whose history was recomputed",
+        ),
     ),
     primary_key=("run_id",),
 )
 
-# The columns both warehouses' `read_lookback` return: a stored price row, plus the RSI running
-# averages the indicators continue from (stored in fact_technical_indicators).
+# The columns both warehouses' `read_lookback` return: a stored price row as traded, plus the RSI
+# running averages the indicators continue from (stored in fact_technical_indicators). The
+# adjusted columns are not read: the load recomputes them from these and the known splits.
+ADJUSTED_COLUMN_NAMES = frozenset(column.name for column in _ADJUSTED_OHLCV)
+# A stored price row as traded: what `read_history` returns (a full recompute starts from it).
+HISTORY_COLUMNS = [
+    column.name
+    for column in FACT_DAILY_PRICES.columns
+    if column.name not in AUDIT_COLUMNS and column.name not in ADJUSTED_COLUMN_NAMES
+]
 LOOKBACK_COLUMNS = [
-    *(column.name for column in FACT_DAILY_PRICES.columns if column.name not in AUDIT_COLUMNS),
+    *HISTORY_COLUMNS,
     "rsi_avg_gain_14",
     "rsi_avg_loss_14",
 ]
@@ -229,6 +273,7 @@ TABLES: dict[str, Table] = {
         AGG_WEEKLY_PRICES,
         AGG_MONTHLY_PRICES,
         QUARANTINE_PRICES,
+        FACT_SPLITS,
         PIPELINE_RUNS,
     )
 }

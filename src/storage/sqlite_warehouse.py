@@ -33,7 +33,7 @@ import pandas as pd
 
 from src.config import ConfigurationError
 from src.storage.calendar_dim import build_dim_date, dim_date_range_to_write
-from src.storage.schema import AUDIT_COLUMNS, LOOKBACK_COLUMNS, TABLES, Table
+from src.storage.schema import AUDIT_COLUMNS, HISTORY_COLUMNS, LOOKBACK_COLUMNS, TABLES, Table
 from src.storage.views import VIEWS, render_view
 
 logger = logging.getLogger(__name__)
@@ -152,7 +152,10 @@ def _is_full(exc: sqlite3.Error) -> bool:
 
 
 def _unusable_path_message(path: Path | str, problem: str) -> str:
-    return f"SQLITE_PATH={path} {problem}: set SQLITE_PATH to a SQLite file (it is created if missing) in a writable folder"
+    return (
+        f"SQLITE_PATH={path} {problem}: "
+        "set SQLITE_PATH to a SQLite file (it is created if missing) in a writable folder"
+    )
 
 
 # --- Connection and transactions ------------------------------------------------------------
@@ -224,7 +227,9 @@ def _check_sqlite_path(path: Path) -> None:
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        raise ConfigurationError(_unusable_path_message(path, f"cannot have its folder created ({exc.strerror})")) from exc
+        raise ConfigurationError(
+            _unusable_path_message(path, f"cannot have its folder created ({exc.strerror})")
+        ) from exc
 
 
 def _is_locked(exc: sqlite3.Error) -> bool:
@@ -673,3 +678,46 @@ def read_lookback(conn: sqlite3.Connection, symbols: list[str], before: str, row
 def _typed(frame: pd.DataFrame) -> pd.DataFrame:
     """Give a read frame the pipeline's dtypes (float prices, int volume)."""
     return frame.astype({name: dtype for name, dtype in _READ_DTYPES.items() if name in frame.columns})
+
+
+# Split events of one symbol (fact_splits), and the whole stored history of one symbol as
+# traded (for the full recompute after a newly learned split).
+SPLITS_SQL = """
+SELECT symbol, effective_date, split_factor, source
+FROM fact_splits
+WHERE symbol = :symbol
+ORDER BY effective_date
+"""
+HISTORY_SQL = """
+SELECT symbol, trade_date, open, high, low, close, volume, source, quality_flags
+FROM fact_daily_prices
+WHERE symbol = :symbol
+ORDER BY trade_date
+"""
+SPLIT_READ_COLUMNS = ["symbol", "effective_date", "split_factor", "source"]
+
+
+def read_splits(conn: sqlite3.Connection, symbols: list[str]) -> pd.DataFrame:
+    """The stored split events of these symbols.
+
+    Returns:
+        Columns symbol, effective_date ('YYYY-MM-DD'), split_factor (float64), source; sorted.
+    """
+    found = [row for symbol in dict.fromkeys(symbols) for row in conn.execute(SPLITS_SQL, {"symbol": symbol})]
+    frame = pd.DataFrame(found, columns=SPLIT_READ_COLUMNS).astype({"split_factor": "float64"})
+    frame["source"] = frame["source"].fillna("")
+    return frame.sort_values(["symbol", "effective_date"], ignore_index=True)
+
+
+def read_history(conn: sqlite3.Connection, symbols: list[str]) -> pd.DataFrame:
+    """Every stored price row of these symbols, as traded (what a full recompute starts from).
+
+    Returns:
+        The price columns of LOOKBACK_COLUMNS (no RSI state: a full recompute needs none),
+        sorted by symbol and trade_date; quality_flags '' where none were stored.
+    """
+    columns = HISTORY_COLUMNS
+    found = [row for symbol in dict.fromkeys(symbols) for row in conn.execute(HISTORY_SQL, {"symbol": symbol})]
+    frame = _typed(pd.DataFrame(found, columns=columns))
+    frame["quality_flags"] = frame["quality_flags"].fillna("")
+    return frame.sort_values(["symbol", "trade_date"], ignore_index=True)

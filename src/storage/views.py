@@ -2,8 +2,8 @@
 
 | view                  | one row per            | what it answers                                   |
 |-----------------------|------------------------|---------------------------------------------------|
-| `v_latest_signals`    | symbol                 | the latest session's RSI, SMA-cross and VWAP signals |
-| `v_daily_returns`     | symbol and trade date  | close-to-close return over the previous session   |
+| `v_latest_signals`    | symbol                 | the latest session's RSI, SMA-cross, VWAP signals (adjusted) |
+| `v_daily_returns`     | symbol and trade date  | adjusted close-to-close return over the previous session |
 | `v_data_completeness` | symbol                 | expected vs stored NYSE sessions                  |
 
 Table names are `{placeholders}`: `render_view` fills them with the bare names for SQLite and
@@ -34,6 +34,9 @@ WITH ordered AS (
         p.symbol,
         p.trade_date,
         p.close,
+        -- The indicators are on the adjusted basis, so the close they are compared with is too
+        -- (a row written before the adjusted columns existed has NULL there: it had no split).
+        COALESCE(p.adj_close, p.close) AS adj_close,
         i.rsi_14,
         i.sma_50,
         i.sma_200,
@@ -50,6 +53,7 @@ SELECT
     symbol,
     trade_date,
     close,
+    adj_close,
     rsi_14,
     CASE
         WHEN rsi_14 > 70 THEN 'overbought'
@@ -64,21 +68,25 @@ SELECT
     END AS cross_signal,
     vwap_20,
     CASE
-        WHEN close >= vwap_20 THEN 'above'
-        WHEN close < vwap_20 THEN 'below'
+        WHEN adj_close >= vwap_20 THEN 'above'
+        WHEN adj_close < vwap_20 THEN 'below'
     END AS close_vs_vwap,
-    100.0 * (close - vwap_20) / NULLIF(vwap_20, 0) AS pct_from_vwap
+    100.0 * (adj_close - vwap_20) / NULLIF(vwap_20, 0) AS pct_from_vwap
 FROM ordered
 WHERE next_trade_date IS NULL
 """
 
-# Close-to-close return over the symbol's previous stored session (NULL on its first row).
+# Close-to-close return over the symbol's previous stored session (NULL on its first row),
+# on the adjusted closes: a split day is not a crash.
 DAILY_RETURNS_SQL = """
 SELECT
     symbol,
     trade_date,
     close,
-    close / NULLIF(LAG(close) OVER (PARTITION BY symbol ORDER BY trade_date), 0) - 1 AS daily_return
+    COALESCE(adj_close, close) AS adj_close,
+    COALESCE(adj_close, close)
+        / NULLIF(LAG(COALESCE(adj_close, close)) OVER (PARTITION BY symbol ORDER BY trade_date), 0) - 1
+        AS daily_return
 FROM {fact_daily_prices}
 """
 
@@ -129,6 +137,7 @@ VIEW_COLUMNS = {
         "symbol",
         "trade_date",
         "close",
+        "adj_close",
         "rsi_14",
         "rsi_signal",
         "sma_50",
@@ -138,7 +147,7 @@ VIEW_COLUMNS = {
         "close_vs_vwap",
         "pct_from_vwap",
     ),
-    "v_daily_returns": ("symbol", "trade_date", "close", "daily_return"),
+    "v_daily_returns": ("symbol", "trade_date", "close", "adj_close", "daily_return"),
     "v_data_completeness": (
         "symbol",
         "first_date",

@@ -1,7 +1,8 @@
 """Pick the warehouse backend from the settings, so pipeline code never changes with it.
 
 `sqlite_warehouse` and `bigquery_handler` expose the same functions (`create_schema`,
-`load_batch`, `read_lookback`, `record_run`, `query`, `refresh_dim_symbol`, `ensure_dim_date`),
+`load_batch`, `read_lookback`, `read_splits`, `read_history`, `record_run`, `query`,
+`refresh_dim_symbol`, `ensure_dim_date`),
 each taking its own connection handle first. `Warehouse` bundles the chosen module with its
 open handle, so callers write `warehouse.load_batch(frames)`.
 
@@ -38,6 +39,12 @@ class Warehouse:
 
     def read_lookback(self, symbols: list[str], before: str, rows: int) -> pd.DataFrame:
         return self.module.read_lookback(self.handle, symbols, before, rows)
+
+    def read_splits(self, symbols: list[str]) -> pd.DataFrame:
+        return self.module.read_splits(self.handle, symbols)
+
+    def read_history(self, symbols: list[str]) -> pd.DataFrame:
+        return self.module.read_history(self.handle, symbols)
 
     def record_run(self, run: dict) -> None:
         self.module.record_run(self.handle, run)

@@ -36,6 +36,10 @@ AGGREGATE_COLUMNS = [
 ]
 
 _INPUT_COLUMNS = ["symbol", "trade_date", "open", "high", "low", "close", "volume"]
+# The back-adjusted copies (splits.add_adjusted_prices); when the daily rows have them, the bars
+# carry them too, aggregated the same way, and period_return is computed from adj_close (a split
+# inside a period is not a return).
+_ADJUSTED_INPUT_COLUMNS = ["adj_open", "adj_high", "adj_low", "adj_close", "adj_volume"]
 
 
 def period_start(trade_dates: pd.Series, period: str) -> pd.Series:
@@ -67,6 +71,8 @@ def aggregate_prices(prices: pd.DataFrame, period: str) -> pd.DataFrame:
         low (min), close (last), volume (sum, int64), trading_days (sessions with data) and
         period_return (close / the previous period's close - 1; NaN for a symbol's first period,
         and for a period whose first row starts a new run of sessions, SEGMENT_COLUMN).
+        When the daily rows carry adj_open .. adj_volume, so do the bars (same rules), and
+        period_return is computed from adj_close.
 
     Raises:
         ValueError: unknown period, a missing column, or a duplicate (symbol, trade_date).
@@ -83,6 +89,9 @@ def aggregate_prices(prices: pd.DataFrame, period: str) -> pd.DataFrame:
 
     # Sorted by date within each symbol, so "first" is the period's open and "last" its close.
     columns = [*_INPUT_COLUMNS, SEGMENT_COLUMN] if SEGMENT_COLUMN in prices.columns else _INPUT_COLUMNS
+    has_adjusted = all(column in prices.columns for column in _ADJUSTED_INPUT_COLUMNS)
+    if has_adjusted:
+        columns = [*columns, *_ADJUSTED_INPUT_COLUMNS]
     frame = sort_by_symbol_and_date(prices[columns])
     frame["period_start"] = period_start(frame["trade_date"], period)
     if SEGMENT_COLUMN not in frame.columns:
@@ -99,16 +108,28 @@ def aggregate_prices(prices: pd.DataFrame, period: str) -> pd.DataFrame:
             volume=("volume", "sum"),
             trading_days=("trade_date", "size"),
             after_long_hole=(SEGMENT_COLUMN, "first"),
+            **(
+                {
+                    "adj_open": ("adj_open", "first"),
+                    "adj_high": ("adj_high", "max"),
+                    "adj_low": ("adj_low", "min"),
+                    "adj_close": ("adj_close", "last"),
+                    "adj_volume": ("adj_volume", "sum"),
+                }
+                if has_adjusted
+                else {}
+            ),
         )
         .reset_index()
     )
     # The bars come out in row order (symbol, then date), so the previous row of the same
     # symbol is the previous period.
-    previous_close = bars.groupby("symbol", sort=False)["close"].shift(1)
+    return_basis = "adj_close" if has_adjusted else "close"
+    previous_close = bars.groupby("symbol", sort=False)[return_basis].shift(1)
     # A period that opens a new run of sessions (after a long hole) has no previous close to
     # compare with: the last bar before the hole is from another time.
     previous_close = previous_close.where(~bars["after_long_hole"].fillna(False).astype(bool))
-    bars["period_return"] = bars["close"] / previous_close - 1.0
+    bars["period_return"] = bars[return_basis] / previous_close - 1.0
     bars["period_start"] = bars["period_start"].dt.strftime("%Y-%m-%d")
     bars["volume"] = bars["volume"].astype("int64")
     bars["trading_days"] = bars["trading_days"].astype("int64")
@@ -119,4 +140,4 @@ def aggregate_prices(prices: pd.DataFrame, period: str) -> pd.DataFrame:
         period,
         bars["symbol"].nunique(),
     )
-    return bars[AGGREGATE_COLUMNS]
+    return bars[[*AGGREGATE_COLUMNS, *_ADJUSTED_INPUT_COLUMNS] if has_adjusted else AGGREGATE_COLUMNS]

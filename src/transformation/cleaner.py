@@ -27,6 +27,7 @@ import pandas as pd
 
 from src.market_calendar import nyse_calendar
 from src.transformation.data_validator import VALID_COLUMNS, add_quality_flag, validate_prices
+from src.transformation.splits import row_factors
 
 logger = logging.getLogger(__name__)
 
@@ -55,6 +56,12 @@ RETURN_OUTLIER_Z = 4.0
 # A close more than 40 % away from the previous close is rare for a large stock: it is usually
 # a split (4:1 gives -75 %) or a bad print. We keep the row (it may be real) but flag it.
 LARGE_MOVE_THRESHOLD = 0.40
+
+# A move across a known split is the split, not news, when the move adjusted for the split is
+# an ordinary day's move: within 20 %. 20 % is wider than almost any large stock's real daily
+# move yet narrower than the gap between common factors (a 3:2 split read as 2:1 is 33 % off),
+# so a source that reports the wrong factor still gets large_move.
+SPLIT_MATCH_TOLERANCE = 0.20
 
 # Flags the validator sets from the row alone; `add_history_flags` keeps them and rebuilds the rest.
 ROW_FLAGS = ("non_session_date",)
@@ -184,7 +191,19 @@ def _return_outliers(close: pd.Series, segment: pd.Series) -> pd.Series:
     return z_score.abs() > RETURN_OUTLIER_Z
 
 
-def add_history_flags(prices: pd.DataFrame, max_gap_sessions: int) -> pd.DataFrame:
+def _split_between(frame: pd.DataFrame, splits: pd.DataFrame | None) -> np.ndarray:
+    """Per row: the product of the factors of the symbol's splits after the previous row, up to this row.
+
+    1.0 where no known split falls between a row and the row before it (and on a symbol's first row).
+    """
+    factor = row_factors(frame, splits)
+    same_symbol = frame["symbol"].eq(frame["symbol"].shift()).to_numpy()
+    # cumulative factor of the previous row / cumulative factor of this row = the splits in between.
+    between = np.where(same_symbol, np.roll(factor, 1) / factor, 1.0)
+    return between
+
+
+def add_history_flags(prices: pd.DataFrame, max_gap_sessions: int, splits: pd.DataFrame | None = None) -> pd.DataFrame:
     """Flag what needs a symbol's earlier rows to see, and mark where each run of sessions starts.
 
     The load step calls this on the batch's new rows together with the stored lookback of
@@ -193,10 +212,14 @@ def add_history_flags(prices: pd.DataFrame, max_gap_sessions: int) -> pd.DataFra
 
     Flags (kept rows, appended to `quality_flags` in this order, after the validator's
     row-local ones such as non_session_date):
-    - `large_move`: |close / previous close - 1| > LARGE_MOVE_THRESHOLD (usually a split or a
-      bad print; docs/data-quality.md);
+    - `large_move`: |close / previous close - 1| > LARGE_MOVE_THRESHOLD, as traded, with no known
+      split to explain it (a bad print, real news, or a split the source has not reported yet;
+      docs/data-quality.md);
+    - `split`: instead of large_move and return_outlier, when a known split falls between the
+      previous row and this one and the move adjusted for it is within SPLIT_MATCH_TOLERANCE;
     - `gap_before:<n>`: n NYSE sessions are missing between the row and the symbol's previous row;
-    - `return_outlier`: the daily return's rolling z-score is beyond RETURN_OUTLIER_Z.
+    - `return_outlier`: the daily return's rolling z-score is beyond RETURN_OUTLIER_Z (of the
+      adjusted close when the rows have adj_close, so a split does not widen the next windows).
 
     A hole of more than `max_gap_sessions` missing sessions starts a new run of sessions
     (`starts_segment`): the indicators restart their warm-up there, and the row after the hole
@@ -207,6 +230,7 @@ def add_history_flags(prices: pd.DataFrame, max_gap_sessions: int) -> pd.DataFra
         prices: rows with symbol, trade_date ('YYYY-MM-DD'), close and quality_flags, sorted by
             symbol and trade_date, one row per (symbol, trade_date).
         max_gap_sessions: the longest hole that is bridged (the MAX_GAP_SESSIONS setting).
+        splits: the known split events of these symbols (splits.SPLIT_COLUMNS), or None.
 
     Returns:
         A copy with `quality_flags` rebuilt and a bool column `starts_segment` (True on each
@@ -224,10 +248,16 @@ def add_history_flags(prices: pd.DataFrame, max_gap_sessions: int) -> pd.DataFra
     starts_segment = first_of_symbol | (gaps > max_gap_sessions)
     segment = starts_segment.cumsum()
 
-    move = (frame["close"] / frame["close"].groupby(segment).shift(1) - 1).abs()
-    flags = add_quality_flag(own_flags, move > LARGE_MOVE_THRESHOLD, "large_move")
+    ratio = frame["close"] / frame["close"].groupby(segment).shift(1)
+    move = (ratio - 1).abs()
+    # ratio x (factor of the splits in between) is the move on one share basis.
+    between = _split_between(frame, splits)
+    is_split = pd.Series((between != 1.0) & ((ratio * between - 1).abs() <= SPLIT_MATCH_TOLERANCE), index=frame.index)
+    flags = add_quality_flag(own_flags, (move > LARGE_MOVE_THRESHOLD) & ~is_split, "large_move")
+    flags = add_quality_flag(flags, is_split, "split")
     flags = add_quality_flag(flags, gaps > 0, "gap_before:" + gaps.astype(str))
-    flags = add_quality_flag(flags, _return_outliers(frame["close"], segment), "return_outlier")
+    returns_of = frame["adj_close"] if "adj_close" in frame.columns else frame["close"]
+    flags = add_quality_flag(flags, _return_outliers(returns_of, segment) & ~is_split, "return_outlier")
     frame["quality_flags"] = flags
     frame["starts_segment"] = starts_segment.to_numpy()
     return frame

@@ -31,9 +31,12 @@ from src.transformation.aggregator import aggregate_prices, period_start
 from src.transformation.cleaner import add_history_flags
 from src.transformation.data_validator import VALID_COLUMNS
 from src.transformation.indicators_vectorised import compute_indicators_incremental, sort_by_symbol_and_date
+from src.transformation.splits import ADJUSTED_COLUMNS, add_adjusted_prices, adjusted_view
 
-# The columns of a price row: what the validator keeps, and what fact_daily_prices stores.
+# The columns of a price row: what the validator keeps (as traded).
 PRICE_COLUMNS = VALID_COLUMNS
+# What fact_daily_prices stores of a row: the as-traded columns and their back-adjusted copies.
+STORED_PRICE_COLUMNS = [*PRICE_COLUMNS, *ADJUSTED_COLUMNS.values()]
 # Aggregates are recomputed from this many days before the first new date, so the previous
 # week's and month's close (for period_return) is in the frame. The stored lookback always
 # covers it: its 200 sessions span far more than 62 days.
@@ -92,6 +95,7 @@ def build_warehouse_rows(
     run_id: str,
     loaded_at: str,
     max_gap_sessions: int,
+    splits: pd.DataFrame | None = None,
 ) -> dict[str, pd.DataFrame]:
     """Compute every table's rows for one batch of clean prices (without writing anything).
 
@@ -103,6 +107,12 @@ def build_warehouse_rows(
         run_id: the run writing these rows.
         loaded_at: ISO-8601 UTC timestamp stamped on the rows.
         max_gap_sessions: holes longer than this restart the indicators (MAX_GAP_SESSIONS).
+        splits: every known split event of these symbols (stored and new; splits.SPLIT_COLUMNS),
+            or None for none. The adjusted columns of every row, stored or new, are computed
+            from them, and the indicators and bars from the adjusted columns. The stored RSI
+            averages are on the basis of the splits known when they were written, so a caller
+            that learns a new split recomputes the symbol in full (stored empty, clean = the
+            whole history; see steps.load_prices).
 
     Returns:
         table name -> DataFrame, ready for `warehouse.load_batch`.
@@ -118,7 +128,8 @@ def build_warehouse_rows(
     # stored lookback and the new rows together, so a one-session run flags exactly what a
     # full load would. The stored rows from `first_new` on are recomputed too: a new row before
     # them changes what they compare with.
-    flagged = add_history_flags(_combine(stored, clean), max_gap_sessions)
+    combined = add_adjusted_prices(_combine(stored, clean), splits)
+    flagged = add_history_flags(combined, max_gap_sessions, splits)
     is_history = (flagged["trade_date"] < first_new).to_numpy()
     rsi_state = stored[["symbol", "trade_date", "rsi_avg_gain_14", "rsi_avg_loss_14"]] if len(stored) else None
     history = flagged[is_history]
@@ -130,7 +141,8 @@ def build_warehouse_rows(
     to_write = flagged[~is_history].reset_index(drop=True)
 
     # Indicators of the new rows and of the stored rows after them, continued from the lookback.
-    indicators = compute_indicators_incremental(to_write, history)
+    # ... on the adjusted prices: a split is not a crash.
+    indicators = compute_indicators_incremental(adjusted_view(to_write), adjusted_view(history))
 
     # Aggregates: recompute every period the new rows touch, from enough earlier rows.
     aggregate_start = (date.fromisoformat(first_new) - timedelta(days=AGGREGATE_LOOKBACK_DAYS)).isoformat()
@@ -143,8 +155,38 @@ def build_warehouse_rows(
         aggregated = aggregate_prices(window, period)
         bars[period] = aggregated[aggregated["period_start"] >= first_period]
 
-    frames["fact_daily_prices"] = to_write[PRICE_COLUMNS].assign(loaded_at=loaded_at, run_id=run_id)
+    frames["fact_daily_prices"] = to_write[STORED_PRICE_COLUMNS].assign(loaded_at=loaded_at, run_id=run_id)
     frames["fact_technical_indicators"] = indicators.assign(loaded_at=loaded_at, run_id=run_id)
     frames["agg_weekly_prices"] = bars["weekly"].assign(loaded_at=loaded_at)
     frames["agg_monthly_prices"] = bars["monthly"].assign(loaded_at=loaded_at)
     return frames
+
+
+def build_recomputed_rows(
+    history: pd.DataFrame,
+    clean: pd.DataFrame,
+    run_id: str,
+    loaded_at: str,
+    max_gap_sessions: int,
+    splits: pd.DataFrame | None,
+) -> dict[str, pd.DataFrame]:
+    """Every table's rows for symbols recomputed in full: their whole stored history plus the new rows.
+
+    Used when a run learns of a split it did not know: every earlier row of the symbol changes
+    share basis, so its adjusted columns, flags, indicators and bars are rebuilt from the
+    as-traded history exactly as a first full load that knew the split would build them.
+
+    Args:
+        history: `warehouse.read_history(symbols)`: every stored row of the symbols, as traded.
+        clean: the run's new clean rows of the same symbols (they replace stored rows of the
+            same date).
+        run_id, loaded_at, max_gap_sessions: as for `build_warehouse_rows`.
+        splits: every known split event of the symbols, the new ones included.
+
+    Returns:
+        table name -> DataFrame (no quarantine: the caller's incremental call writes that).
+    """
+    everything = _combine(history, clean) if len(history) else clean
+    no_quarantine = pd.DataFrame()
+    no_stored = pd.DataFrame(columns=["symbol", "trade_date"])
+    return build_warehouse_rows(everything, no_quarantine, no_stored, run_id, loaded_at, max_gap_sessions, splits)

@@ -23,6 +23,7 @@ from src.ingestion.alpha_vantage import (
     QuotaExhaustedError,
     SourceUnavailableError,
     fetch_daily_prices,
+    fetch_splits,
 )
 from src.ingestion.rate_limit import QUOTA_FILE_NAME, DailyQuota, RateLimiter
 from src.local_stack.mock_alpha_vantage import start_mock_server
@@ -410,3 +411,67 @@ def test_command_line_serves_until_stopped(data_dir, tmp_path):
     finally:
         process.terminate()
         process.wait(timeout=10)
+
+
+# --- SPLITS: the split events, in the real wire format ---------------------------------------------
+# AAPL's two 2-for-1 splits in 2000-2013 (2000-06-21 and 2005-02-28, public records; the real
+# as-traded sample prices halve on those days) are written beside AAPL.csv; IBM gets no file.
+
+
+@pytest.fixture
+def split_dir(tmp_path):
+    folder = write_price_csvs(tmp_path / "with-splits")
+    (folder / "AAPL.splits.csv").write_text("effective_date,split_factor\n2000-06-21,2\n2005-02-28,2\n")
+    return folder
+
+
+def test_splits_data_reply_in_the_real_wire_format(start_server, split_dir, tmp_path, clock):
+    _server, base_url = start_server(folder=split_dir)
+    reply = requests.get(base_url, params={"function": "SPLITS", "symbol": "AAPL", "apikey": FAKE_KEY}, timeout=5)
+    assert reply.json() == {
+        "symbol": "AAPL",
+        "data": [
+            {"effective_date": "2005-02-28", "split_factor": "2.0000"},
+            {"effective_date": "2000-06-21", "split_factor": "2.0000"},
+        ],
+    }
+
+    quota = DailyQuota(tmp_path, daily_limit=25)
+    splits = fetch_splits("AAPL", make_settings(base_url, tmp_path), quota=quota, sleep=clock.sleep)
+
+    assert splits.to_dict("records") == [
+        {"symbol": "AAPL", "effective_date": "2000-06-21", "split_factor": 2.0, "source": "alpha_vantage"},
+        {"symbol": "AAPL", "effective_date": "2005-02-28", "split_factor": 2.0, "source": "alpha_vantage"},
+    ]
+    assert quota.calls_today() == 1  # one SPLITS call counted in the daily quota
+
+
+def test_splits_empty_data_means_no_splits(start_server, split_dir, tmp_path, clock):
+    _server, base_url = start_server(folder=split_dir)
+    splits = fetch_splits("IBM", make_settings(base_url, tmp_path), sleep=clock.sleep)
+    assert splits.empty
+    assert list(splits.columns) == ["symbol", "effective_date", "split_factor", "source"]
+
+
+@pytest.mark.parametrize(
+    ("mode", "error", "requests_sent", "waits"),
+    [
+        ("throttle", SourceUnavailableError, 3, [60.0, 60.0]),
+        ("quota", QuotaExhaustedError, 1, []),
+        ("error500", SourceUnavailableError, 3, [2.0, 4.0]),
+        ("html", SourceUnavailableError, 3, [2.0, 4.0]),
+    ],
+)
+def test_splits_throttle_and_error_replies(start_server, split_dir, tmp_path, clock, mode, error, requests_sent, waits):
+    _server, base_url = start_server(folder=split_dir, mode=mode)
+    with pytest.raises(error) as caught:
+        fetch_splits("AAPL", make_settings(base_url, tmp_path), sleep=clock.sleep)
+    assert FAKE_KEY not in str(caught.value)
+    assert requests_by_symbol(base_url) == {"AAPL": requests_sent}
+    assert clock.sleeps == waits
+
+
+def test_splits_of_an_unknown_symbol_is_invalid(start_server, split_dir, tmp_path, clock):
+    _server, base_url = start_server(folder=split_dir)
+    with pytest.raises(InvalidSymbolError):
+        fetch_splits("ORCL", make_settings(base_url, tmp_path), sleep=clock.sleep)

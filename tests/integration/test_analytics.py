@@ -166,11 +166,14 @@ def test_vwap_distance_is_the_percent_gap_between_close_and_vwap_20(loaded):
     distance = analytics.vwap_distance(warehouse, day, limit=2)
 
     rows = indicators[indicators["trade_date"] == day].copy()
-    rows["pct_from_vwap"] = 100.0 * (rows["close"] - rows["vwap_20"]) / rows["vwap_20"]
-    rows["close_vs_vwap"] = np.where(rows["close"] >= rows["vwap_20"], "above", "below")
+    # IBM and MSFT have no split in the range: the adjusted close is the close.
+    rows["adj_close"] = rows["close"]
+    rows["pct_from_vwap"] = 100.0 * (rows["adj_close"] - rows["vwap_20"]) / rows["vwap_20"]
+    rows["close_vs_vwap"] = np.where(rows["adj_close"] >= rows["vwap_20"], "above", "below")
     rows["size"] = rows["pct_from_vwap"].abs()
     expected = rows.sort_values(["size", "symbol"], ascending=[False, True]).head(2)
-    assert_rows(distance, expected[["symbol", "trade_date", "close", "vwap_20", "pct_from_vwap", "close_vs_vwap"]])
+    columns = ["symbol", "trade_date", "close", "adj_close", "vwap_20", "pct_from_vwap", "close_vs_vwap"]
+    assert_rows(distance, expected[columns])
 
 
 def test_data_completeness_shows_the_missing_msft_session_first(loaded):

@@ -24,6 +24,7 @@ EXPECTED_KEYS = [
     "daily_incremental",
     "daily_long_vs_short",
     "daily_long_vs_short_warm",
+    "daily_new_split",
     "rate_limited_fetch",
     "airflow_dag",
 ]
@@ -79,8 +80,10 @@ def test_benchmark_writes_every_row_with_sane_ratios(tmp_path):
         assert rows["daily_long_vs_short"][2:] == ["not measured: dropping the OS cache needs root", "n/a"]
     assert 0 < _ratio(rows["indicators_vs_ta"][2]) < 1000
     fetch = rows["rate_limited_fetch"][2]
-    # 4 calls 0.05 s apart: the last may start at 0.15 s; all 4 requests reached the server.
-    assert "floor 0.15 s" in fetch and "4 requests" in fetch
+    # 4 symbols, 2 calls each (prices, then SPLITS), 0.05 s apart: the last may start at 0.35 s;
+    # all 8 requests reached the server.
+    assert "floor 0.35 s" in fetch and "8 requests" in fetch
+    assert "s vs " in rows["daily_new_split"][2] and "recompute alone" in rows["daily_new_split"][2]
     assert _ratio(fetch) >= 1.0
     for key in EXPECTED_KEYS[:-1]:
         assert rows[key][3] in ("yes", "NO", "n/a" if key == "daily_long_vs_short" else "yes")

@@ -153,6 +153,20 @@ def uninterrupted(reference_env) -> dict[str, list[tuple]]:
     return contents
 
 
+def price_requests(server) -> int:
+    """TIME_SERIES_DAILY requests the mock has received (SPLITS requests are counted apart)."""
+    return server.stats()["requests_by_function"].get("TIME_SERIES_DAILY", 0)
+
+
+def assert_splits_asked_once_per_symbol(server) -> None:
+    """Each symbol's SPLITS is asked once a day across the killed run and its restart.
+
+    (Plus at most the one request in flight when the run was killed: its reply never arrived.)
+    """
+    asked = server.stats()["requests_by_function"].get("SPLITS", 0)
+    assert len(MOCK_SYMBOLS) <= asked <= len(MOCK_SYMBOLS) + 1
+
+
 @pytest.mark.parametrize(
     ("kill_point", "ready"),
     [
@@ -170,13 +184,14 @@ def test_a_run_killed_mid_way_and_restarted_equals_an_uninterrupted_run(
 
     kill_when(start_run(env), lambda: ready(slow_mock, env))
     saved = landed_checkpoints(env)
-    requests_before_restart = slow_mock.stats()["total_requests"]
+    requests_before_restart = price_requests(slow_mock)
     run_to_end(env)
 
     assert warehouse_contents(Path(env["SQLITE_PATH"])) == uninterrupted
     # Nothing already landed is fetched again: the restart asks only for the other symbols.
     assert 1 <= saved < len(MOCK_SYMBOLS)
-    assert slow_mock.stats()["total_requests"] - requests_before_restart == len(MOCK_SYMBOLS) - saved
+    assert price_requests(slow_mock) - requests_before_restart == len(MOCK_SYMBOLS) - saved
+    assert_splits_asked_once_per_symbol(slow_mock)
     runs = (
         sqlite3.connect(env["SQLITE_PATH"]).execute("SELECT status FROM pipeline_runs ORDER BY started_at").fetchall()
     )
@@ -200,12 +215,12 @@ def test_a_run_killed_mid_landing_in_s3_reuses_the_landed_replies(
 
     kill_when(start_run(env), lambda: landed() >= 2)
     saved = landed()
-    requests_before_restart = slow_mock.stats()["total_requests"]
+    requests_before_restart = price_requests(slow_mock)
     run_to_end(env)
 
     assert warehouse_contents(Path(env["SQLITE_PATH"])) == uninterrupted
     assert 2 <= saved < len(MOCK_SYMBOLS)
-    assert slow_mock.stats()["total_requests"] - requests_before_restart == len(MOCK_SYMBOLS) - saved
+    assert price_requests(slow_mock) - requests_before_restart == len(MOCK_SYMBOLS) - saved
     assert landed() == len(MOCK_SYMBOLS)
     assert landed_checkpoints(env) == 0  # with S3 the raw objects are the checkpoints
 
@@ -302,8 +317,8 @@ def test_a_signal_between_batches_stops_the_run_cleanly_records_it_interrupted_a
 
     # The health check never calls an interrupted run a success.
     from src.monitoring.health_checks import check_last_run
-    from src.storage.warehouse import Warehouse
     from src.storage import sqlite_warehouse
+    from src.storage.warehouse import Warehouse
 
     conn = sqlite_warehouse.connect(db)
     try:
@@ -317,9 +332,7 @@ def test_a_signal_between_batches_stops_the_run_cleanly_records_it_interrupted_a
     assert last_run(db)["status"] == "success"
 
 
-def test_a_signal_while_the_first_batch_is_fetched_records_an_interrupted_run_with_nothing_loaded(
-    tmp_path, slow_mock
-):
+def test_a_signal_while_the_first_batch_is_fetched_records_an_interrupted_run_with_nothing_loaded(tmp_path, slow_mock):
     env = pipeline_env(tmp_path, "early-signal", slow_mock.base_url)
     slow_mock.reset_counters()
     process = start_run(env)

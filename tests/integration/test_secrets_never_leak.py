@@ -147,6 +147,7 @@ REVIEWED_SQL_INTERPOLATIONS = {
     "wh.table_id('dim_date')",  # dim_date_range_to_write's read of the stored date range
     "wh.table_id('dim_symbol')",
     "wh.table_id('fact_daily_prices')",
+    "wh.table_id('fact_splits')",  # read_splits: the stored split events of a batch's symbols
     "wh.table_id('fact_technical_indicators')",
     "wh.table_id(name)",
     "wh.table_id(table.name)",

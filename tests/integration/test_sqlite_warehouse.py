@@ -473,11 +473,13 @@ def test_v_latest_signals(conn):
 
     rows = conn.execute("SELECT * FROM v_latest_signals ORDER BY symbol").fetchall()
 
+    # No adjusted columns loaded (no split known): adj_close is the close.
     assert rows == [
-        ("CROSSDN", "2024-07-03", 90.0, 25.0, "oversold", 99.0, 100.0, "death_cross", 100.0, "below", -10.0),
+        ("CROSSDN", "2024-07-03", 90.0, 90.0, 25.0, "oversold", 99.0, 100.0, "death_cross", 100.0, "below", -10.0),
         (
             "CROSSUP",
             "2024-07-03",
+            110.0,
             110.0,
             75.0,
             "overbought",
@@ -488,8 +490,8 @@ def test_v_latest_signals(conn):
             "above",
             10.0,
         ),
-        ("FLAT", "2024-07-03", 100.0, 50.0, "neutral", 103.0, 100.0, None, 100.0, "above", 0.0),
-        ("NEW", "2024-07-03", 100.0, None, None, None, None, None, None, None, None),  # no indicators yet
+        ("FLAT", "2024-07-03", 100.0, 100.0, 50.0, "neutral", 103.0, 100.0, None, 100.0, "above", 0.0),
+        ("NEW", "2024-07-03", 100.0, 100.0, None, None, None, None, None, None, None, None),  # no indicators yet
     ]
     one = wh.query(conn, "SELECT symbol, cross_signal FROM v_latest_signals WHERE symbol = ?", ("CROSSUP",))
     assert one.values.tolist() == [["CROSSUP", "golden_cross"]]
@@ -499,17 +501,22 @@ def test_v_daily_returns(conn):
     prices = crafted_prices(
         {"AAA": [100.0, 110.0, 99.0], "BBB": [50.0, 50.0, 55.0]}, ["2024-07-01", "2024-07-02", "2024-07-03"]
     )
+    # BBB splits 2-for-1 on 2024-07-02: as traded 100 -> 50, on one share basis 50 -> 50.
+    prices.loc[(prices["symbol"] == "BBB") & (prices["trade_date"] == "2024-07-01"), "close"] = 100.0
+    prices["adj_close"] = prices["close"].where(
+        ~((prices["symbol"] == "BBB") & (prices["trade_date"] == "2024-07-01")), 50.0
+    )
     wh.load_batch(conn, {"fact_daily_prices": prices})
 
     rows = conn.execute("SELECT * FROM v_daily_returns ORDER BY symbol, trade_date").fetchall()
 
     assert rows == [
-        ("AAA", "2024-07-01", 100.0, None),
-        ("AAA", "2024-07-02", 110.0, 110.0 / 100.0 - 1),
-        ("AAA", "2024-07-03", 99.0, 99.0 / 110.0 - 1),
-        ("BBB", "2024-07-01", 50.0, None),
-        ("BBB", "2024-07-02", 50.0, 0.0),
-        ("BBB", "2024-07-03", 55.0, 55.0 / 50.0 - 1),
+        ("AAA", "2024-07-01", 100.0, 100.0, None),
+        ("AAA", "2024-07-02", 110.0, 110.0, 110.0 / 100.0 - 1),
+        ("AAA", "2024-07-03", 99.0, 99.0, 99.0 / 110.0 - 1),
+        ("BBB", "2024-07-01", 100.0, 50.0, None),
+        ("BBB", "2024-07-02", 50.0, 50.0, 0.0),  # the split day is no -50 % return
+        ("BBB", "2024-07-03", 55.0, 55.0, 55.0 / 50.0 - 1),
     ]
 
 
@@ -575,6 +582,7 @@ def test_record_run_round_trip(conn):
         "rows_quarantined": 1,
         "duration_seconds": 12.5,
         "error": None,
+        "split_recomputes": None,
     }
     with pytest.raises(ValueError, match="not in the schema: rows"):
         wh.record_run(conn, {"run_id": "x", "rows": 1})

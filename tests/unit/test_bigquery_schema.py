@@ -60,6 +60,11 @@ def test_fact_daily_prices_fields_read_as_expected():
         ("quality_flags", "STRING", "NULLABLE"),
         ("loaded_at", "TIMESTAMP", "NULLABLE"),
         ("run_id", "STRING", "NULLABLE"),
+        ("adj_open", "FLOAT64", "NULLABLE"),
+        ("adj_high", "FLOAT64", "NULLABLE"),
+        ("adj_low", "FLOAT64", "NULLABLE"),
+        ("adj_close", "FLOAT64", "NULLABLE"),
+        ("adj_volume", "FLOAT64", "NULLABLE"),
     ]
 
 

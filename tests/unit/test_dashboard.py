@@ -12,6 +12,8 @@ def history(rows: list[tuple[str, float, str]]) -> pd.DataFrame:
     for column in ("open", "high", "low"):
         frame[column] = frame["close"]
     frame["volume"] = 1000
+    for column in ("open", "close", "volume"):
+        frame[f"adj_{column}"] = frame[column]
     for column in ("sma_20", "sma_50", "sma_200", "rsi_14", "vwap_20"):
         frame[column] = float("nan")
     return frame
@@ -37,7 +39,7 @@ def test_the_figure_breaks_the_close_line_and_keeps_the_session_count():
 
     figure = build_price_figure("TEST", rows, synthetic=False)
 
-    close = next(trace for trace in figure.data if trace.name == "Close")
+    close = next(trace for trace in figure.data if trace.name == "Close (adjusted)")
     assert list(close.x) == ["2024-07-01", "2024-07-02", "2024-07-03", "2024-07-09"]
     assert pd.isna(close.y[2])
     assert figure.layout.title.text.startswith("TEST: last 3 sessions")
@@ -55,3 +57,18 @@ def test_each_symbol_is_labelled_by_what_its_series_holds():
     assert series_badge(250, 250, []) == '<span class="badge warn">synthetic demo data</span>'
     # A warehouse filled before loads refused mixing: the page says so rather than guess.
     assert series_badge(300, 250, ["file"]) == '<span class="badge bad">mixed: 250 synthetic and 50 real rows</span>'
+
+
+def test_the_chart_draws_adjusted_prices_marks_each_split_and_keeps_the_as_traded_close_a_click_away():
+    # AAPL around its 2-for-1 split of 2005-02-28 (real as-traded closes).
+    rows = history([("2005-02-24", 88.93, ""), ("2005-02-25", 88.99, ""), ("2005-02-28", 44.86, "split")])
+    rows["adj_close"] = [88.93 / 2, 88.99 / 2, 44.86]
+
+    figure = build_price_figure("AAPL", rows, synthetic=False)
+
+    adjusted = next(trace for trace in figure.data if trace.name == "Close (adjusted)")
+    as_traded = next(trace for trace in figure.data if trace.name == "Close (as traded)")
+    assert list(adjusted.y) == [88.93 / 2, 88.99 / 2, 44.86]
+    assert list(as_traded.y) == [88.93, 88.99, 44.86] and as_traded.visible == "legendonly"
+    assert [shape.x0 for shape in figure.layout.shapes if shape.type == "line"] == ["2005-02-28"]
+    assert [note.text for note in figure.layout.annotations if note.x == "2005-02-28"] == ["split"]

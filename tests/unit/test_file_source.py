@@ -9,8 +9,8 @@ from datetime import date
 import pandas as pd
 import pytest
 
-from src.ingestion.fetch_result import NoDataError
-from src.ingestion.file_source import FileFormatError, fetch_file_prices, price_file_path
+from src.ingestion.fetch_result import NoDataError, SourceError
+from src.ingestion.file_source import FileFormatError, fetch_file_prices, price_file_path, read_splits_file
 from src.ingestion.raw_replies import prices_from_raw_reply
 from src.ingestion.symbols import InvalidSymbolInputError
 from src.local_stack.synthetic_data import SYNTHETIC_NOTE_FILE
@@ -205,3 +205,42 @@ def test_windows_line_endings_are_read_like_before(tmp_path):
     result = fetch_file_prices("IBM", date(2024, 1, 2), date(2024, 1, 2), tmp_path)
 
     assert result.raw_payload == "date,open,high,low,close,volume\n2024-01-02,1,2,0.5,1.5,100\n"
+
+
+# --- <SYMBOL>.splits.csv -------------------------------------------------------------------------
+
+
+def test_no_splits_file_means_no_splits(tmp_path):
+    splits = read_splits_file("IBM", tmp_path)
+    assert splits.empty
+    assert list(splits.columns) == ["symbol", "effective_date", "split_factor", "source"]
+
+
+def test_a_splits_file_is_read_and_checked(tmp_path):
+    # AAPL's 2-for-1 splits of 2000-06-21 and 2005-02-28 (public records).
+    (tmp_path / "AAPL.splits.csv").write_text("effective_date,split_factor\n2005-02-28, 2\n2000-06-21,2.0\n")
+    assert read_splits_file("aapl", tmp_path).to_dict("records") == [
+        {"symbol": "AAPL", "effective_date": "2000-06-21", "split_factor": 2.0, "source": "file"},
+        {"symbol": "AAPL", "effective_date": "2005-02-28", "split_factor": 2.0, "source": "file"},
+    ]
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("date,factor\n2005-02-28,2\n", "expected exactly effective_date,split_factor"),
+        ("effective_date,split_factor\n28/02/2005,2\n", "row 1: effective_date '28/02/2005' is not a YYYY-MM-DD date"),
+        (
+            "effective_date,split_factor\n2000-06-21,2\n2005-02-28,0\n",
+            "row 2: split_factor '0' is not a number above 0",
+        ),
+        ("effective_date,split_factor\n2005-02-28,-2\n", "split_factor '-2' is not a number above 0"),
+        ("effective_date,split_factor\n2005-02-28,two\n", "split_factor 'two' is not a number above 0"),
+        ("", "not a readable CSV file"),
+    ],
+)
+def test_a_bad_splits_file_is_a_clear_error_naming_the_file(tmp_path, text, message):
+    (tmp_path / "AAPL.splits.csv").write_text(text)
+    with pytest.raises(SourceError, match=message) as caught:
+        read_splits_file("AAPL", tmp_path)
+    assert "AAPL.splits.csv" in caught.value.reason

@@ -84,19 +84,27 @@ def expected_alpha_vantage_prices(symbol: str) -> pd.DataFrame:
 
 
 class FakeAlphaVantage:
-    """Answers TIME_SERIES_DAILY requests (a `responses` callback).
+    """Answers TIME_SERIES_DAILY and SPLITS requests (a `responses` callback).
 
     Attributes:
         replies: symbol -> (HTTP status, JSON body); unknown symbols get "Invalid API call".
-        calls: the symbol of every request received, in order.
+        calls: the symbol of every TIME_SERIES_DAILY request received, in order.
+        split_replies: symbol -> SPLITS body (default: the real "no splits" reply, empty data).
+        split_calls: the symbol of every SPLITS request received, in order.
     """
 
     def __init__(self):
         self.replies: dict[str, tuple[int, dict]] = {}
         self.calls: list[str] = []
+        self.split_replies: dict[str, dict] = {}
+        self.split_calls: list[str] = []
 
     def __call__(self, request) -> tuple[int, dict, str]:
         params = {key: values[0] for key, values in parse_qs(urlsplit(request.url).query).items()}
+        if params["function"] == "SPLITS":
+            self.split_calls.append(params["symbol"])
+            body = self.split_replies.get(params["symbol"], {"symbol": params["symbol"], "data": []})
+            return 200, {"Content-Type": "application/json"}, json.dumps(body)
         self.calls.append(params["symbol"])
         status, body = self.replies.get(params["symbol"], (200, INVALID_CALL_REPLY))
         return status, {"Content-Type": "application/json"}, json.dumps(body)
@@ -149,6 +157,8 @@ def test_first_source_that_succeeds_wins(apis, settings):
     assert result.source == "alpha_vantage"
     pd.testing.assert_frame_equal(result.prices, expected_alpha_vantage_prices("IBM"))
     assert apis.alpha.calls == ["IBM"]
+    assert apis.alpha.split_calls == ["IBM"]
+    assert result.splits is not None and result.splits.empty  # IBM's real reply: "data": []
     assert apis.yahoo.chart_calls == {}
 
 
@@ -179,7 +189,8 @@ def test_alpha_vantage_refusal_falls_back_to_yahoo(apis, settings, caplog, reply
 
 
 def test_quota_exhaustion_moves_the_rest_of_the_batch_to_yahoo(apis, settings):
-    settings = dataclasses.replace(settings, alpha_vantage_daily_limit=2)
+    # Each symbol costs two calls: its prices and its split events (once a day).
+    settings = dataclasses.replace(settings, alpha_vantage_daily_limit=4)
 
     results, failures = run_batch(SYMBOLS, settings)
 
@@ -191,8 +202,9 @@ def test_quota_exhaustion_moves_the_rest_of_the_batch_to_yahoo(apis, settings):
     ]
     assert failures == {}
     assert apis.alpha.calls == ["AAPL", "GOOG"]  # no request once the quota is used up
+    assert apis.alpha.split_calls == ["AAPL", "GOOG"]
     assert yahoo_symbols_asked(apis.yahoo) == ["IBM", "MSFT"]
-    assert DailyQuota(settings.state_dir, 2).calls_today() == 2  # one quota shared by the batch
+    assert DailyQuota(settings.state_dir, 4).calls_today() == 4  # one quota shared by the batch
     pd.testing.assert_frame_equal(results[3].prices, expected_prices("MSFT", FIRST, LAST, "yahoo"))
 
 
@@ -298,3 +310,32 @@ def test_unknown_source_is_a_configuration_error(apis, settings):
         fetch_symbol("IBM", START, END, settings, sources=["bloomberg"])
 
     assert apis.alpha.calls == []
+
+
+def test_alpha_vantage_split_events_come_with_the_prices_once_per_symbol_and_day(apis, settings):
+    apis.alpha.split_replies["IBM"] = {
+        "symbol": "IBM",
+        "data": [{"effective_date": "1999-05-27", "split_factor": "2.0000"}],
+    }
+
+    first = fetch_symbol("IBM", START, END, settings, session=requests.Session())
+    again = fetch_symbol("IBM", START, END, settings, session=requests.Session())
+
+    assert first.splits.to_dict("records") == [
+        {"symbol": "IBM", "effective_date": "1999-05-27", "split_factor": 2.0, "source": "alpha_vantage"}
+    ]
+    assert again.splits is None  # already fetched today: no second SPLITS call
+    assert apis.alpha.split_calls == ["IBM"]
+    assert apis.alpha.calls == ["IBM", "IBM"]
+
+
+def test_a_throttled_splits_call_leaves_the_prices_good(apis, settings):
+    apis.alpha.split_replies["IBM"] = {
+        "Information": "Please consider spreading out your free API requests more sparingly (1 request per second)."
+    }
+
+    result = fetch_symbol("IBM", START, END, settings, session=requests.Session(), sleep=lambda seconds: None)
+
+    assert result.source == "alpha_vantage" and len(result.prices) > 0
+    assert result.splits is None
+    assert apis.alpha.split_calls == ["IBM", "IBM", "IBM"]  # the first try and THROTTLE_RETRIES retries
