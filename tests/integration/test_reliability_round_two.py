@@ -376,3 +376,32 @@ def test_a_missing_object_bucket_message_without_create_still_says_how_to_create
 
     assert "no longer exists" in str(error.value)
     assert "otherwise set the bucket up again first" in str(error.value)
+
+
+# --- case 2: a saved reply that ends before the end session -------------------------------------
+
+
+@pytest.mark.parametrize("with_s3", [False, True], ids=["checkpoint file", "s3 raw object"])
+def test_a_saved_reply_without_the_end_session_is_fetched_again(with_s3, tmp_path, data_dir, request):
+    # The first run happens before the source has the end session (the 18:30 run on a late day).
+    write_synthetic_universe(data_dir, SYMBOLS, pd.Timestamp("2024-01-02").date(), END - pd.Timedelta(days=1))
+    extra = request.getfixturevalue("bucket_env") if with_s3 else {}
+    server, thread, _url = start_mock_server(data_dir)
+    try:
+        settings = make_settings(tmp_path, ALPHA_VANTAGE_BASE_URL=server.base_url, **extra)
+        steps.run_pipeline(SYMBOLS, START, END, settings, show_progress=False)
+        assert server.stats()["total_requests"] == len(SYMBOLS)
+        assert len(price_rows(settings.sqlite_path)) == len(SYMBOLS) * (SESSIONS - 1)
+
+        # Later the source has it: the rerun must not reuse the saved replies that lack it.
+        write_synthetic_universe(data_dir, SYMBOLS, pd.Timestamp("2024-01-02").date(), END)
+        steps.run_pipeline(SYMBOLS, START, END, settings, show_progress=False)
+
+        assert server.stats()["total_requests"] == 2 * len(SYMBOLS)
+        assert len(price_rows(settings.sqlite_path)) == len(SYMBOLS) * SESSIONS
+        # And a saved reply that does reach the end session is still reused: no new request.
+        steps.run_pipeline(SYMBOLS, START, END, settings, show_progress=False)
+        assert server.stats()["total_requests"] == 2 * len(SYMBOLS)
+    finally:
+        server.stop()
+        thread.join(timeout=5)
