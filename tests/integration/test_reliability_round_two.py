@@ -26,6 +26,7 @@ from src.config import load_settings
 from src.ingestion.alpha_vantage import SourceUnavailableError, fetch_daily_prices
 from src.local_stack.mock_alpha_vantage import start_mock_server
 from src.local_stack.synthetic_data import write_synthetic_universe
+from src.market_calendar import sessions_between
 from src.monitoring.alerting import send_slack_alert
 from src.storage.landing import checkpoint_path
 from src.storage.s3_handler import (
@@ -405,3 +406,35 @@ def test_a_saved_reply_without_the_end_session_is_fetched_again(with_s3, tmp_pat
     finally:
         server.stop()
         thread.join(timeout=5)
+
+
+# --- case 1: a free key and a range longer than the compact reply --------------------------------
+
+LONG_START = pd.Timestamp("2024-01-02").date()  # 124 sessions to END: more than compact's 100
+
+
+def test_a_range_longer_than_the_compact_reply_goes_to_the_next_source(tmp_path, start_av):
+    server = start_av()
+    settings = make_settings(tmp_path, ALPHA_VANTAGE_BASE_URL=server.base_url, DATA_SOURCES="alpha_vantage,file")
+
+    summary = steps.run_pipeline(SYMBOLS, LONG_START, END, settings, show_progress=False)
+
+    assert summary.status == "success"
+    rows = price_rows(settings.sqlite_path)
+    assert len(rows) == len(SYMBOLS) * len(sessions_between(LONG_START, END))
+    assert {day for _, day, _ in rows} >= {"2024-01-02", "2024-06-28"}
+
+
+def test_a_range_longer_than_the_compact_reply_with_no_other_source_fails_naming_the_missing_range(tmp_path, start_av):
+    server = start_av()
+    settings = make_settings(tmp_path, ALPHA_VANTAGE_BASE_URL=server.base_url)
+
+    summary = steps.run_pipeline(["IBM"], LONG_START, END, settings, show_progress=False)
+
+    assert summary.status == "failed"
+    reason = summary.failed["IBM"]
+    sessions = sessions_between(LONG_START, END)
+    compact_first, last_missing = sessions[-100], sessions[-101]
+    assert f"the compact reply (latest 100 sessions) starts at {compact_first}" in reason
+    assert f"{LONG_START}..{last_missing} needs ALPHA_VANTAGE_PREMIUM=true or another source in DATA_SOURCES" in reason
+    assert price_rows(settings.sqlite_path) == []  # no silent 100-session load reported as success
