@@ -336,7 +336,11 @@ def _get_reply(
             f"ALPHA_VANTAGE_BASE_URL {settings.alpha_vantage_base_url!r} redirects in a loop "
             f"({redact(exc, settings.secrets())}); check the URL (e.g. https://www.alphavantage.co/query)"
         ) from None
-    except (requests.exceptions.InvalidURL, requests.exceptions.InvalidSchema, requests.exceptions.MissingSchema) as exc:
+    except (
+        requests.exceptions.InvalidURL,
+        requests.exceptions.InvalidSchema,
+        requests.exceptions.MissingSchema,
+    ) as exc:
         # Settings built without load_settings() (tests, code) skip its URL check: say it here too.
         raise ConfigurationError(
             f"ALPHA_VANTAGE_BASE_URL {settings.alpha_vantage_base_url!r} is not a usable URL "

@@ -241,6 +241,8 @@ def _set_aside(path: Path, problem: str) -> None:
     try:
         os.replace(path, corrupt)
     except OSError as exc:
-        logger.warning("saved reply %s is unusable (%s) and could not be set aside (%s); fetching it again", path, problem, exc)
+        logger.warning(
+            "saved reply %s is unusable (%s) and could not be set aside (%s); fetching it again", path, problem, exc
+        )
         return
     logger.warning("saved reply %s is unusable (%s); set it aside as %s and fetching it again", path, problem, corrupt)

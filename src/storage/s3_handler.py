@@ -33,11 +33,11 @@ Example:
 from __future__ import annotations
 
 import gzip
-import zlib
 import io
 import json
 import logging
 import re
+import zlib
 from datetime import date, datetime
 
 import boto3

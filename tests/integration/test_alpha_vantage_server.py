@@ -143,7 +143,8 @@ def test_a_range_older_than_the_compact_reply_is_refused_naming_the_missing_sess
 
     assert error.value.reason == (
         f"the compact reply (latest 100 sessions) starts at {real['trade_date'].iloc[-100]}; "
-        f"2012-01-03..{real['trade_date'].iloc[-101]} needs ALPHA_VANTAGE_PREMIUM=true or another source in DATA_SOURCES"
+        f"2012-01-03..{real['trade_date'].iloc[-101]} needs ALPHA_VANTAGE_PREMIUM=true "
+        "or another source in DATA_SOURCES"
     )
 
 

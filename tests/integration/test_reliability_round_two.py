@@ -99,7 +99,9 @@ def run_cli(env: dict, monkeypatch, symbols=SYMBOLS) -> int:
     for name, value in env.items():
         monkeypatch.setenv(name, value)
     monkeypatch.setenv("PIPELINE_ENV_FILE", "/nonexistent.env")
-    return pipeline.main(["run", "--no-progress", "--symbols", ",".join(symbols), "--start", str(START), "--end", str(END)])
+    return pipeline.main(
+        ["run", "--no-progress", "--symbols", ",".join(symbols), "--start", str(START), "--end", str(END)]
+    )
 
 
 def price_rows(db: Path) -> list[tuple]:
@@ -236,7 +238,11 @@ def test_a_corrupt_saved_reply_is_set_aside_logged_and_refetched(content, tmp_pa
 @pytest.fixture
 def bucket_env(tmp_path, moto_server, fake_aws_credentials):
     """Settings variables for a fresh bucket on the moto server."""
-    return {"S3_BUCKET": f"round-two-{uuid.uuid4().hex[:10]}", "AWS_ENDPOINT_URL": moto_server, "S3_CREATE_BUCKET": "true"}
+    return {
+        "S3_BUCKET": f"round-two-{uuid.uuid4().hex[:10]}",
+        "AWS_ENDPOINT_URL": moto_server,
+        "S3_CREATE_BUCKET": "true",
+    }
 
 
 def test_a_corrupt_raw_object_in_s3_gives_one_line_naming_its_key(tmp_path, bucket_env):
@@ -298,7 +304,9 @@ def test_a_redirect_loop_stops_the_cli_with_exit_2_naming_the_variable(tmp_path,
     assert err.startswith("error: ALPHA_VANTAGE_BASE_URL ")
     assert "redirects in a loop" in err and API_KEY not in err
     assert "Traceback" not in err
-    status, error = sqlite3.connect(tmp_path / "warehouse.db").execute("SELECT status, error FROM pipeline_runs").fetchone()
+    status, error = (
+        sqlite3.connect(tmp_path / "warehouse.db").execute("SELECT status, error FROM pipeline_runs").fetchone()
+    )
     assert status == "failed" and "ALPHA_VANTAGE_BASE_URL" in error
 
 
@@ -355,7 +363,9 @@ def test_a_bucket_deleted_mid_run_says_what_happened_and_not_to_set_s3_create_bu
     assert f"S3 bucket {bucket_env['S3_BUCKET']} no longer exists" in err
     assert "deleted while the run was using it" in err
     assert "set S3_CREATE_BUCKET=true" not in err
-    status, error = sqlite3.connect(tmp_path / "warehouse.db").execute("SELECT status, error FROM pipeline_runs").fetchone()
+    status, error = (
+        sqlite3.connect(tmp_path / "warehouse.db").execute("SELECT status, error FROM pipeline_runs").fetchone()
+    )
     assert status == "failed" and "no longer exists" in error and "set S3_CREATE_BUCKET=true" not in error
 
 

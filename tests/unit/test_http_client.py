@@ -224,9 +224,7 @@ def test_before_and_after_try_run_around_every_try(api, sleeps):
     api.get(URL, json={"ok": True})
     events = []
 
-    response = call(
-        sleeps, before_try=lambda: events.append("before"), after_try=lambda: events.append("after")
-    )
+    response = call(sleeps, before_try=lambda: events.append("before"), after_try=lambda: events.append("after"))
 
     assert response.status_code == 200
     assert events == ["before", "after", "before", "after"]
