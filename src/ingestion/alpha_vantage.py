@@ -58,7 +58,7 @@ from src.ingestion.http_client import HttpRequestError, request_with_retries
 from src.ingestion.rate_limit import DailyQuota, RateLimiter
 from src.ingestion.split_events import check_splits
 from src.ingestion.symbols import normalize_symbol
-from src.market_calendar import new_york_today, utc_now_iso
+from src.market_calendar import new_york_today, sessions_between, utc_now_iso
 
 logger = logging.getLogger(__name__)
 
@@ -375,8 +375,9 @@ def fetch_daily_prices(
     """Fetch daily unadjusted prices for one symbol from Alpha Vantage (TIME_SERIES_DAILY).
 
     The symbol is validated before any network use. Without premium the request uses
-    outputsize=compact (the latest 100 sessions); older rows then need premium or another
-    source, and a warning says so.
+    outputsize=compact (the latest 100 sessions); when that does not reach back to `start`,
+    the reply is refused (PremiumOnlyError naming the missing sessions), so the next source
+    serves the range instead of only its latest 100 sessions being loaded.
 
     Args:
         symbol: the ticker, e.g. "IBM" (validated with `normalize_symbol`).
@@ -475,6 +476,7 @@ def fetch_daily_prices(
         raise SourceUnavailableError(reason, symbol=symbol, source=SOURCE_NAME)
 
     all_prices = parse_daily_prices(payload, symbol)
+    _refuse_a_cut_off_compact_reply(all_prices, outputsize, symbol, start, end, wanted)
     # Rows with a bad date key stay in: the validator quarantines them (see select_range).
     prices = select_range(all_prices, start.isoformat(), end.isoformat())
     if prices.empty:
@@ -504,6 +506,32 @@ def fetch_daily_prices(
         request_params=request_params,
         fetched_at=fetched_at,
     )
+
+
+def _refuse_a_cut_off_compact_reply(
+    all_prices: pd.DataFrame, outputsize: str, symbol: str, start: date, end: date, wanted: str
+) -> None:
+    """Raise when a compact reply (the latest 100 sessions) does not reach back to `start`.
+
+    Loading only its part of the range and calling that a success would hide the older
+    sessions. Raising lets the next source in DATA_SOURCES serve the whole range; with none
+    left, the symbol fails with the missing range named. A compact reply with fewer than 100
+    rows holds the symbol's whole history (e.g. a recent listing), so it is not cut off.
+    """
+    if outputsize != "compact" or len(all_prices) < COMPACT_POINTS:
+        return
+    sessions = sessions_between(start, end)
+    dates = [day for day in all_prices["trade_date"].astype(str) if len(day) == 10]
+    if not sessions or not dates or min(dates) <= sessions[0].isoformat():
+        return
+    first_in_reply = date.fromisoformat(min(dates))
+    missing = [day for day in sessions if day < first_in_reply]
+    reason = (
+        f"the compact reply (latest {COMPACT_POINTS} sessions) starts at {first_in_reply}; "
+        f"{missing[0]}..{missing[-1]} needs ALPHA_VANTAGE_PREMIUM=true or another source in DATA_SOURCES"
+    )
+    logger.warning("%s %s: %s", SOURCE_NAME, wanted, reason)
+    raise PremiumOnlyError(reason, symbol=symbol, source=SOURCE_NAME)
 
 
 def _reply_message(payload: object) -> str:

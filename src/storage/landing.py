@@ -8,7 +8,11 @@ already landed instead of spending API quota again:
   date range the run asked for;
 - without S3 (the CLI on a laptop), quota-costly replies (Alpha Vantage, Yahoo) are kept as
   `<STATE_DIR>/landed/<start>_<end>/<SYMBOL>.json`. File-source replies are not kept: reading
-  the CSV again is free, and picks up a corrected file.
+  the CSV again is free, and picks up a corrected file;
+- a saved reply is reused only when it reaches the range's last NYSE session (a reply saved
+  before the source had that session is fetched again, see `_reaches_end_session`); an unusable one is
+  set aside (a file) or refetched over (an S3 object).
+
 
 Example:
     >>> key = land_reply(result, date(2024, 1, 2), date(2024, 1, 31), date(2024, 1, 31), settings, s3_client)
@@ -28,7 +32,7 @@ from src.config import Settings
 from src.ingestion.fetch_result import FetchResult
 from src.ingestion.raw_replies import prices_from_raw_reply
 from src.ingestion.symbols import normalize_symbol
-from src.market_calendar import utc_now_iso
+from src.market_calendar import sessions_between, utc_now_iso
 from src.storage.s3_handler import (
     S3StorageError,
     land_raw_reply,
@@ -126,6 +130,8 @@ def find_landed_reply(
             return None
         request_params = {name: value for name, value in params.items() if name not in RANGE_PARAMS}
         prices = prices_from_raw_reply(source, symbol, payload, metadata)
+        if not _reaches_end_session(prices, symbol, start, end, f"s3://{settings.s3_bucket}/{key}"):
+            return None
         logger.info("%s %s..%s: reusing the %s reply already landed at %s", symbol, start, end, source, key)
         return FetchResult(symbol, source, prices, payload, request_params, metadata.get("fetched_at", "")), key
     return None
@@ -196,8 +202,36 @@ def _read_checkpoint(symbol: str, start: date, end: date, state_dir: Path) -> tu
         # ValueError covers bad JSON (JSONDecodeError) and a payload of the wrong shape.
         _set_aside(path, f"{type(exc).__name__}: {exc}")
         return None
+    if not _reaches_end_session(prices, symbol, start, end, str(path)):
+        return None
     logger.info("%s %s..%s: reusing the %s reply saved in %s", symbol, start, end, record["source"], path)
     return reply, None
+
+
+def _reaches_end_session(prices, symbol: str, start: date, end: date, where: str) -> bool:
+    """True when a saved reply has the range's last NYSE session, so reusing it loses nothing.
+
+    A reply saved before the source published the end session (the evening run on a late
+    day) would otherwise hide that session forever: every rerun reused it and sent nothing.
+    Such a reply is not reused; the symbol is fetched again (and the new reply saved over it).
+    """
+    sessions = sessions_between(start, end)
+    if not sessions:
+        return True
+    days = prices["trade_date"].astype(str)
+    latest = max((day for day in days if len(day) == 10), default="")
+    if latest >= sessions[-1].isoformat():
+        return True
+    logger.warning(
+        "%s %s..%s: the saved reply %s ends at %s, before the last session %s of the range; fetching it again",
+        symbol,
+        start,
+        end,
+        where,
+        latest or "no valid date",
+        sessions[-1],
+    )
+    return False
 
 
 def _set_aside(path: Path, problem: str) -> None:

@@ -125,11 +125,28 @@ def test_compact_returns_the_latest_100_sessions(start_server, tmp_path, clock):
     _server, base_url = start_server()
     real = load_bokeh_prices("MSFT")
 
-    result = fetch("MSFT", make_settings(base_url, tmp_path), clock, dates=(date(2000, 1, 1), date(2013, 3, 1)))
+    first_compact = date.fromisoformat(real["trade_date"].iloc[-100])
+
+    result = fetch("MSFT", make_settings(base_url, tmp_path), clock, dates=(first_compact, date(2013, 3, 1)))
 
     assert len(result.prices) == 100
     assert result.prices["trade_date"].tolist() == real["trade_date"].iloc[-100:].tolist()
     assert result.prices["close"].tolist() == [f"{close:.4f}" for close in real["close"].iloc[-100:]]
+
+
+def test_a_range_older_than_the_compact_reply_is_refused_naming_the_missing_sessions(start_server, tmp_path, clock):
+    """Issue 19 case 1: loading only the latest 100 sessions of a longer range was reported as success."""
+    _server, base_url = start_server()
+    real = load_bokeh_prices("MSFT")
+
+    with pytest.raises(PremiumOnlyError) as error:
+        fetch("MSFT", make_settings(base_url, tmp_path), clock, dates=(date(2012, 1, 3), date(2013, 3, 1)))
+
+    assert error.value.reason == (
+        f"the compact reply (latest 100 sessions) starts at {real['trade_date'].iloc[-100]}; "
+        f"2012-01-03..{real['trade_date'].iloc[-101]} needs ALPHA_VANTAGE_PREMIUM=true "
+        "or another source in DATA_SOURCES"
+    )
 
 
 def test_premium_key_gets_full_history(start_server, tmp_path, clock):

@@ -26,6 +26,7 @@ from src.config import load_settings
 from src.ingestion.alpha_vantage import SourceUnavailableError, fetch_daily_prices
 from src.local_stack.mock_alpha_vantage import start_mock_server
 from src.local_stack.synthetic_data import write_synthetic_universe
+from src.market_calendar import sessions_between
 from src.monitoring.alerting import send_slack_alert
 from src.storage.landing import checkpoint_path
 from src.storage.s3_handler import (
@@ -386,3 +387,64 @@ def test_a_missing_object_bucket_message_without_create_still_says_how_to_create
 
     assert "no longer exists" in str(error.value)
     assert "otherwise set the bucket up again first" in str(error.value)
+
+
+# --- case 2: a saved reply that ends before the end session -------------------------------------
+
+
+@pytest.mark.parametrize("with_s3", [False, True], ids=["checkpoint file", "s3 raw object"])
+def test_a_saved_reply_without_the_end_session_is_fetched_again(with_s3, tmp_path, data_dir, request):
+    # The first run happens before the source has the end session (the 18:30 run on a late day).
+    write_synthetic_universe(data_dir, SYMBOLS, pd.Timestamp("2024-01-02").date(), END - pd.Timedelta(days=1))
+    extra = request.getfixturevalue("bucket_env") if with_s3 else {}
+    server, thread, _url = start_mock_server(data_dir)
+    try:
+        settings = make_settings(tmp_path, ALPHA_VANTAGE_BASE_URL=server.base_url, **extra)
+        steps.run_pipeline(SYMBOLS, START, END, settings, show_progress=False)
+        assert server.stats()["total_requests"] == len(SYMBOLS)
+        assert len(price_rows(settings.sqlite_path)) == len(SYMBOLS) * (SESSIONS - 1)
+
+        # Later the source has it: the rerun must not reuse the saved replies that lack it.
+        write_synthetic_universe(data_dir, SYMBOLS, pd.Timestamp("2024-01-02").date(), END)
+        steps.run_pipeline(SYMBOLS, START, END, settings, show_progress=False)
+
+        assert server.stats()["total_requests"] == 2 * len(SYMBOLS)
+        assert len(price_rows(settings.sqlite_path)) == len(SYMBOLS) * SESSIONS
+        # And a saved reply that does reach the end session is still reused: no new request.
+        steps.run_pipeline(SYMBOLS, START, END, settings, show_progress=False)
+        assert server.stats()["total_requests"] == 2 * len(SYMBOLS)
+    finally:
+        server.stop()
+        thread.join(timeout=5)
+
+
+# --- case 1: a free key and a range longer than the compact reply --------------------------------
+
+LONG_START = pd.Timestamp("2024-01-02").date()  # 124 sessions to END: more than compact's 100
+
+
+def test_a_range_longer_than_the_compact_reply_goes_to_the_next_source(tmp_path, start_av):
+    server = start_av()
+    settings = make_settings(tmp_path, ALPHA_VANTAGE_BASE_URL=server.base_url, DATA_SOURCES="alpha_vantage,file")
+
+    summary = steps.run_pipeline(SYMBOLS, LONG_START, END, settings, show_progress=False)
+
+    assert summary.status == "success"
+    rows = price_rows(settings.sqlite_path)
+    assert len(rows) == len(SYMBOLS) * len(sessions_between(LONG_START, END))
+    assert {day for _, day, _ in rows} >= {"2024-01-02", "2024-06-28"}
+
+
+def test_a_range_longer_than_the_compact_reply_with_no_other_source_fails_naming_the_missing_range(tmp_path, start_av):
+    server = start_av()
+    settings = make_settings(tmp_path, ALPHA_VANTAGE_BASE_URL=server.base_url)
+
+    summary = steps.run_pipeline(["IBM"], LONG_START, END, settings, show_progress=False)
+
+    assert summary.status == "failed"
+    reason = summary.failed["IBM"]
+    sessions = sessions_between(LONG_START, END)
+    compact_first, last_missing = sessions[-100], sessions[-101]
+    assert f"the compact reply (latest 100 sessions) starts at {compact_first}" in reason
+    assert f"{LONG_START}..{last_missing} needs ALPHA_VANTAGE_PREMIUM=true or another source in DATA_SOURCES" in reason
+    assert price_rows(settings.sqlite_path) == []  # no silent 100-session load reported as success
