@@ -50,7 +50,7 @@ from src.ingestion.fetch_result import FetchResult
 from src.ingestion.raw_replies import prices_from_raw_reply
 from src.ingestion.sources import fetch_batch
 from src.ingestion.symbols import normalize_symbols
-from src.market_calendar import latest_completed_session, utc_now_iso
+from src.market_calendar import latest_completed_session, sessions_between, utc_now_iso
 from src.monitoring.alerting import send_run_alert
 from src.monitoring.health_checks import check_freshness, run_pipeline_checks, table_ref
 from src.monitoring.metrics import publish_run_metrics
@@ -95,6 +95,9 @@ class Extracted:
     symbols: list[str]
     fetched: dict[str, str]  # symbol -> the source that answered, in batch order
     failed: dict[str, str]  # symbol -> why no source could serve it
+    # symbol -> why its reply is short: it ends before the range's last session (its rows load,
+    # but the symbol counts as failed, so the run is not `success`; see reply_misses_end_session).
+    short: dict[str, str] = field(default_factory=dict)
     raw_keys: list[str] = field(default_factory=list)  # S3 keys of the landed replies (with S3)
     replies: list[FetchResult] = field(default_factory=list)  # the replies themselves (without S3)
     # The split events the sources sent, as JSON-ready rows (a handful per symbol, so they
@@ -112,6 +115,7 @@ class Extracted:
             "symbols": self.symbols,
             "fetched": self.fetched,
             "failed": self.failed,
+            "short": self.short,
             "raw_keys": self.raw_keys,
             "splits": self.splits,
         }
@@ -195,7 +199,9 @@ class RunSummary:
         for result in extracted:
             self.failed.update(result.failed)
             for symbol, source in result.fetched.items():
-                if symbol in loaded_symbols:
+                if symbol in result.short:
+                    self.failed[symbol] = result.short[symbol]
+                elif symbol in loaded_symbols:
                     self.loaded.append(symbol)
                 else:
                     self.failed[symbol] = NO_VALID_ROWS.format(source=source)
@@ -333,6 +339,33 @@ def record_run_start(summary: RunSummary, settings: Settings) -> None:
 # --- Extract ------------------------------------------------------------------------------------
 
 
+def reply_misses_end_session(result: FetchResult, end_session: date | None) -> str:
+    """Why a reply does not reach `end_session`, the last NYSE session of its range ('' when it does).
+
+    The 18:30 daily run on a day the source publishes late gets a reply that ends the session
+    before: its rows are right and are loaded, but the run did not load what was asked, so it
+    must not say success (and a rerun later must fetch again: storage/landing.py reuses a
+    saved reply only if it reaches the end session).
+
+    Args:
+        result: one symbol's reply.
+        end_session: the range's last session (None: the range holds no session).
+
+    Example:
+        a reply for 2024-06-03..2024-06-28 whose last row is 2024-06-27 ->
+        "no row for the end session 2024-06-28: the reply ends at 2024-06-27; ..."
+    """
+    if end_session is None or result.prices.empty:
+        return ""
+    last = str(result.prices["trade_date"].max())
+    if last >= end_session.isoformat():
+        return ""
+    return (
+        f"no row for the end session {end_session}: the reply ends at {last}; the rows up to it are "
+        "loaded: rerun the same dates once the source has published the session"
+    )
+
+
 def extract_batch(
     symbols: list[str],
     start: date,
@@ -377,6 +410,13 @@ def extract_batch(
     if to_fetch:
         _, failures = fetch_batch(to_fetch, start, end, settings, sources=sources, session=session, on_fetched=keep)
     in_order = [landed[symbol] for symbol in symbols if symbol in landed]
+    sessions = sessions_between(start, end)
+    short = {}
+    for result, _ in in_order:
+        reason = reply_misses_end_session(result, sessions[-1] if sessions else None)
+        if reason:
+            logger.warning("extract %s %s..%s from %s: %s", result.symbol, start, end, result.source, reason)
+            short[result.symbol] = reason
     logger.info(
         "extract %s..%s: %d fetched, %d reused from landed replies, %d failed",
         start,
@@ -389,6 +429,7 @@ def extract_batch(
         symbols=list(symbols),
         fetched={result.symbol: result.source for result, _ in in_order},
         failed=failures,
+        short=short,
         raw_keys=[key for _, key in in_order if key is not None],
         replies=[result for result, _ in in_order] if s3 is None else [],
         # A reply reused from an earlier try carries no split events: the next run asks again.
@@ -808,7 +849,9 @@ def retry_failed_symbols(
         (extract_results, load_results): the batches' results with their failures replaced by
         this new try's, and the new try's load result (an empty list when nothing had failed).
     """
-    failed = sorted({symbol for result in extract_results for symbol in result["failed"]})
+    failed = sorted(
+        {symbol for result in extract_results for symbol in [*result["failed"], *result.get("short", {})]}
+    )
     if not failed:
         return extract_results, []
     logger.info("retrying %d symbols that failed before (%s) for %s..%s", len(failed), ", ".join(failed), start, end)
@@ -816,7 +859,7 @@ def retry_failed_symbols(
     transformed = transform_batch(extracted, run_date, "batch-retry", settings)
     loaded = load_batch(transformed, run_id, settings)
     # The new try's failures (if any) replace the old ones: a symbol fetched now is no hole.
-    earlier = [{**result, "failed": {}} for result in extract_results]
+    earlier = [{**result, "failed": {}, "short": {}} for result in extract_results]
     return [*earlier, extracted.to_xcom()], [loaded.to_xcom()]
 
 

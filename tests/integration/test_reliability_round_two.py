@@ -392,6 +392,11 @@ def test_a_missing_object_bucket_message_without_create_still_says_how_to_create
 # --- case 2: a saved reply that ends before the end session -------------------------------------
 
 
+def daily_requests(server) -> int:
+    """How many price requests (TIME_SERIES_DAILY) the mock answered; SPLITS calls not counted."""
+    return server.stats()["requests_by_function"].get("TIME_SERIES_DAILY", 0)
+
+
 @pytest.mark.parametrize("with_s3", [False, True], ids=["checkpoint file", "s3 raw object"])
 def test_a_saved_reply_without_the_end_session_is_fetched_again(with_s3, tmp_path, data_dir, request):
     # The first run happens before the source has the end session (the 18:30 run on a late day).
@@ -400,19 +405,26 @@ def test_a_saved_reply_without_the_end_session_is_fetched_again(with_s3, tmp_pat
     server, thread, _url = start_mock_server(data_dir)
     try:
         settings = make_settings(tmp_path, ALPHA_VANTAGE_BASE_URL=server.base_url, **extra)
-        steps.run_pipeline(SYMBOLS, START, END, settings, show_progress=False)
-        assert server.stats()["total_requests"] == len(SYMBOLS)
+        first = steps.run_pipeline(SYMBOLS, START, END, settings, show_progress=False)
+        assert daily_requests(server) == len(SYMBOLS)
         assert len(price_rows(settings.sqlite_path)) == len(SYMBOLS) * (SESSIONS - 1)
+        # A run that ends without its end session is not a success: each symbol says what it lacks.
+        assert first.status == "failed" and first.loaded == []
+        for symbol in SYMBOLS:
+            assert first.failed[symbol].startswith(f"no row for the end session {END}: the reply ends at 2024-06-27")
+        record = sqlite3.connect(settings.sqlite_path).execute("SELECT status, error FROM pipeline_runs").fetchone()
+        assert record[0] == "failed" and f"no row for the end session {END}" in record[1]
 
         # Later the source has it: the rerun must not reuse the saved replies that lack it.
         write_synthetic_universe(data_dir, SYMBOLS, pd.Timestamp("2024-01-02").date(), END)
-        steps.run_pipeline(SYMBOLS, START, END, settings, show_progress=False)
+        second = steps.run_pipeline(SYMBOLS, START, END, settings, show_progress=False)
+        assert second.status == "success"
 
-        assert server.stats()["total_requests"] == 2 * len(SYMBOLS)
+        assert daily_requests(server) == 2 * len(SYMBOLS)
         assert len(price_rows(settings.sqlite_path)) == len(SYMBOLS) * SESSIONS
         # And a saved reply that does reach the end session is still reused: no new request.
         steps.run_pipeline(SYMBOLS, START, END, settings, show_progress=False)
-        assert server.stats()["total_requests"] == 2 * len(SYMBOLS)
+        assert daily_requests(server) == 2 * len(SYMBOLS)
     finally:
         server.stop()
         thread.join(timeout=5)
