@@ -54,6 +54,7 @@ from src.market_calendar import latest_completed_session, utc_now_iso
 from src.monitoring.alerting import send_run_alert
 from src.monitoring.health_checks import check_freshness, run_pipeline_checks
 from src.monitoring.metrics import publish_run_metrics
+from src.stop_signals import RunInterrupted, watch_stop_signals
 from src.storage import sqlite_bulk_load
 from src.storage.landing import find_landed_reply, land_reply
 from src.storage.s3_handler import (
@@ -63,7 +64,6 @@ from src.storage.s3_handler import (
     read_raw_reply,
     write_processed_frame,
 )
-from src.stop_signals import RunInterrupted, watch_stop_signals
 from src.storage.warehouse import Warehouse, open_warehouse
 from src.transformation.indicators_vectorised import LOOKBACK_ROWS
 from src.transformation.transform import QUARANTINE_COLUMNS, transform_prices
@@ -75,7 +75,9 @@ logger = logging.getLogger(__name__)
 WAREHOUSE_ERRORS = (sqlite3.Error, OSError, ConfigurationError, GoogleAPIError)
 
 # A DAG batch whose tasks ended without a result (failed, or stopped by SIGTERM).
-BATCH_DID_NOT_FINISH = "its batch did not finish (a batch task failed or was interrupted; see that task's log and alert)"
+BATCH_DID_NOT_FINISH = (
+    "its batch did not finish (a batch task failed or was interrupted; see that task's log and alert)"
+)
 
 # The one wording of "fetched, but nothing loaded" (the CLI and the DAG say the same).
 NO_VALID_ROWS = "no valid rows from {source} (all quarantined or none in range)"
@@ -204,7 +206,9 @@ class RunSummary:
         """What stopped the run: 'interrupted by SIGINT (...)', the error, or '' for a run that ran to its end."""
         if not self.interrupted_by:
             return self.error
-        stopped = f"interrupted by {self.interrupted_by} after {len(self.loaded)} of {len(self.symbols_requested)} symbols"
+        stopped = (
+            f"interrupted by {self.interrupted_by} after {len(self.loaded)} of {len(self.symbols_requested)} symbols"
+        )
         stopped += "; rerun the same dates to load the rest"
         return f"{stopped}; {self.error}" if self.error else stopped
 
@@ -604,7 +608,10 @@ def finish_run(summary: RunSummary, settings: Settings, *, alert: bool) -> dict:
         # unusable): the run's end is not in pipeline_runs, so the log and the alert must say so.
         not_recorded = redact(f"{type(exc).__name__}: {exc}", settings.secrets())
         logger.error(
-            "run %s ended %s but could NOT be recorded in pipeline_runs: %s", summary.run_id, summary.status, not_recorded
+            "run %s ended %s but could NOT be recorded in pipeline_runs: %s",
+            summary.run_id,
+            summary.status,
+            not_recorded,
         )
         if not alert:
             raise  # an Airflow task: it fails, and its failure alert says why

@@ -152,7 +152,9 @@ def _is_full(exc: sqlite3.Error) -> bool:
 
 
 def _unusable_path_message(path: Path | str, problem: str) -> str:
-    return f"SQLITE_PATH={path} {problem}: set SQLITE_PATH to a SQLite file (it is created if missing) in a writable folder"
+    """'SQLITE_PATH=<path> <problem>: <what to do>' for a path that cannot be the warehouse file."""
+    advice = "set SQLITE_PATH to a SQLite file (it is created if missing) in a writable folder"
+    return f"SQLITE_PATH={path} {problem}: {advice}"
 
 
 # --- Connection and transactions ------------------------------------------------------------
@@ -224,7 +226,9 @@ def _check_sqlite_path(path: Path) -> None:
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        raise ConfigurationError(_unusable_path_message(path, f"cannot have its folder created ({exc.strerror})")) from exc
+        raise ConfigurationError(
+            _unusable_path_message(path, f"cannot have its folder created ({exc.strerror})")
+        ) from exc
 
 
 def _is_locked(exc: sqlite3.Error) -> bool:

@@ -545,7 +545,9 @@ def test_a_second_load_waits_for_the_first_ones_lock_and_gets_it_when_released(b
     create_schema(first)
     with bigquery_handler.load_transaction(first):
         began = time.monotonic()
-        with pytest.raises(bigquery_handler.BigQueryLockedError, match=r"is locked: another load has held .*_load_lock"):
+        with pytest.raises(
+            bigquery_handler.BigQueryLockedError, match=r"is locked: another load has held .*_load_lock"
+        ):
             with bigquery_handler.load_transaction(second, wait_seconds=1.5):
                 pass
         assert time.monotonic() - began >= 1.5

@@ -569,7 +569,9 @@ def test_an_unusable_sqlite_path_is_a_configuration_error_exit_2(tmp_path, data_
     assert b"Traceback" not in result.stderr
     [line] = error_lines(result.stderr)
     assert line.startswith(f"error: SQLITE_PATH={path} ")
-    assert message in line and line.endswith("set SQLITE_PATH to a SQLite file (it is created if missing) in a writable folder")
+    assert message in line and line.endswith(
+        "set SQLITE_PATH to a SQLite file (it is created if missing) in a writable folder"
+    )
 
 
 @pytest.mark.parametrize("problem", ["regular-file", "read-only", "full"])
@@ -601,7 +603,9 @@ def test_an_unusable_state_dir_stops_the_run_with_one_line(
     [line] = error_lines(result.stderr)
     assert f"STATE_DIR={state}" in line
     assert mock_av.stats()["total_requests"] == 0  # refused before any quota is spent
-    status, error = sqlite3.connect(tmp_path / "warehouse.db").execute("SELECT status, error FROM pipeline_runs").fetchone()
+    status, error = (
+        sqlite3.connect(tmp_path / "warehouse.db").execute("SELECT status, error FROM pipeline_runs").fetchone()
+    )
     assert status == "failed" and "STATE_DIR" in error
     assert len(slack_catcher.payloads()) == 1
 
@@ -654,7 +658,11 @@ def test_two_runs_of_adjacent_ranges_at_once_on_bigquery_see_each_others_history
     ranges = [("2024-01-02", "2024-03-28"), ("2024-04-01", str(END))]
     runs = [
         subprocess.Popen(
-            [*command, "--start", first, "--end", last], cwd=PROJECT_ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+            [*command, "--start", first, "--end", last],
+            cwd=PROJECT_ROOT,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
         )
         for first, last in ranges
     ]

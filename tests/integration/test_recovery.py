@@ -302,8 +302,8 @@ def test_a_signal_between_batches_stops_the_run_cleanly_records_it_interrupted_a
 
     # The health check never calls an interrupted run a success.
     from src.monitoring.health_checks import check_last_run
-    from src.storage.warehouse import Warehouse
     from src.storage import sqlite_warehouse
+    from src.storage.warehouse import Warehouse
 
     conn = sqlite_warehouse.connect(db)
     try:
@@ -317,9 +317,7 @@ def test_a_signal_between_batches_stops_the_run_cleanly_records_it_interrupted_a
     assert last_run(db)["status"] == "success"
 
 
-def test_a_signal_while_the_first_batch_is_fetched_records_an_interrupted_run_with_nothing_loaded(
-    tmp_path, slow_mock
-):
+def test_a_signal_while_the_first_batch_is_fetched_records_an_interrupted_run_with_nothing_loaded(tmp_path, slow_mock):
     env = pipeline_env(tmp_path, "early-signal", slow_mock.base_url)
     slow_mock.reset_counters()
     process = start_run(env)
