@@ -152,10 +152,9 @@ def _is_full(exc: sqlite3.Error) -> bool:
 
 
 def _unusable_path_message(path: Path | str, problem: str) -> str:
-    return (
-        f"SQLITE_PATH={path} {problem}: "
-        "set SQLITE_PATH to a SQLite file (it is created if missing) in a writable folder"
-    )
+    """'SQLITE_PATH=<path> <problem>: <what to do>' for a path that cannot be the warehouse file."""
+    advice = "set SQLITE_PATH to a SQLite file (it is created if missing) in a writable folder"
+    return f"SQLITE_PATH={path} {problem}: {advice}"
 
 
 # --- Connection and transactions ------------------------------------------------------------

@@ -144,6 +144,10 @@ REVIEWED_SQL_INTERPOLATIONS = {
     "table_name",
     "updates",
     "view_name",
+    # Not SQL: BigQueryLockedError's message ("... delete that table") in bigquery_handler.py.
+    "lock_id",
+    "wh.dataset",
+    "wait_seconds",
     "wh.table_id('dim_date')",  # dim_date_range_to_write's read of the stored date range
     "wh.table_id('dim_symbol')",
     "wh.table_id('fact_daily_prices')",
