@@ -110,6 +110,8 @@ class Settings:
     bigquery_dataset: str = "finance"
     bigquery_location: str = "US"
     bigquery_api_endpoint: str = ""
+    # How long a load waits for another run's BigQuery load lock (<dataset>._load_lock).
+    bigquery_lock_wait_seconds: float = 600.0
 
     # --- Monitoring / Airflow --------------------------------------------------------
     slack_webhook_url: str = field(default="", repr=False)
@@ -213,6 +215,7 @@ NUMBER_VARIABLES = {
     "HTTP_CONNECT_TIMEOUT": ("http_connect_timeout", float, 0.1),
     "HTTP_READ_TIMEOUT": ("http_read_timeout", float, 0.1),
     "HTTP_TOTAL_TIMEOUT": ("http_total_timeout", float, 0.1),
+    "BIGQUERY_LOCK_WAIT_SECONDS": ("bigquery_lock_wait_seconds", float, 0.0),
     "HTTP_MAX_TRIES": ("http_max_tries", int, 1),
     "HTTP_BACKOFF_SECONDS": ("http_backoff_seconds", float, 0),
     "HTTP_MAX_RESPONSE_BYTES": ("http_max_response_bytes", int, 1024),

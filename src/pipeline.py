@@ -193,10 +193,23 @@ def _run_command(argv: list[str] | None) -> int:
     from src.storage.sqlite_warehouse import WarehouseFullError, WarehouseLockedError
 
     settings = None
+    # Infrastructure that is down, busy or full: one line, exit 1 (see the except below).
+    stopping_errors = [
+        S3StorageError,
+        WarehouseLockedError,
+        WarehouseFullError,
+        StateDirFullError,
+        BackgroundWorkerError,
+    ]
     try:
         overrides = {"FILE_SOURCE_DIR": args.data_dir} if args.data_dir else None
         settings = load_settings(overrides=overrides)
         configure_logging(settings)
+        if settings.warehouse_backend == "bigquery":
+            # Imported only for BigQuery runs: google-cloud-bigquery is a slow import SQLite runs never need.
+            from src.storage.bigquery_handler import BigQueryLockedError
+
+            stopping_errors.append(BigQueryLockedError)
         symbols = steps.resolve_symbols(args.symbols, settings)
         if args.start > args.end:
             raise ConfigurationError(f"--start {args.start} is after --end {args.end}")
@@ -212,7 +225,7 @@ def _run_command(argv: list[str] | None) -> int:
     except (InvalidSymbolInputError, ConfigurationError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
-    except (S3StorageError, WarehouseLockedError, WarehouseFullError, StateDirFullError, BackgroundWorkerError) as exc:
+    except tuple(stopping_errors) as exc:
         # Infrastructure that is down, busy or full: the run is recorded as failed (when the
         # warehouse can be written) and alerted; the message says what to do. Rerunning the
         # same dates is safe.

@@ -849,9 +849,7 @@ def retry_failed_symbols(
         (extract_results, load_results): the batches' results with their failures replaced by
         this new try's, and the new try's load result (an empty list when nothing had failed).
     """
-    failed = sorted(
-        {symbol for result in extract_results for symbol in [*result["failed"], *result.get("short", {})]}
-    )
+    failed = sorted({symbol for result in extract_results for symbol in [*result["failed"], *result.get("short", {})]})
     if not failed:
         return extract_results, []
     logger.info("retrying %d symbols that failed before (%s) for %s..%s", len(failed), ", ".join(failed), start, end)

@@ -75,7 +75,6 @@ EMULATOR_UPLOAD_CONTENT_TYPE = "application/octet-stream"
 
 # The per-dataset load lock (see load_transaction).
 LOAD_LOCK_TABLE = "_load_lock"
-LOAD_LOCK_WAIT_SECONDS = 600.0  # a batch's load takes seconds; a run waits this long for another's
 LOAD_LOCK_STALE_SECONDS = 3600  # a lock older than this was left by a killed run
 LOAD_LOCK_POLL_SECONDS = 1.0
 
@@ -109,6 +108,8 @@ class BigQueryWarehouse:
     project: str
     dataset: str
     location: str
+    # How long a load waits for another run's load lock (BIGQUERY_LOCK_WAIT_SECONDS).
+    lock_wait_seconds: float = 600.0
 
     def table_id(self, name: str) -> str:
         """The full id of a table, e.g. 'my-project.finance.fact_daily_prices'."""
@@ -199,6 +200,7 @@ def connect(settings: Settings) -> BigQueryWarehouse:
         project=settings.gcp_project_id,
         dataset=settings.bigquery_dataset,
         location=settings.bigquery_location,
+        lock_wait_seconds=settings.bigquery_lock_wait_seconds,
     )
 
 
@@ -249,7 +251,7 @@ def _add_missing_columns(wh: BigQueryWarehouse, table: Table, stored: bigquery.T
 
 
 @contextlib.contextmanager
-def load_transaction(wh: BigQueryWarehouse, wait_seconds: float = LOAD_LOCK_WAIT_SECONDS):
+def load_transaction(wh: BigQueryWarehouse, wait_seconds: float | None = None):
     """The `with` block one batch's load runs in (`steps.load_prices`): it holds the dataset's load lock.
 
     BigQuery has no lock a reader can hold until its own writes commit, so two loads at once
@@ -261,11 +263,16 @@ def load_transaction(wh: BigQueryWarehouse, wait_seconds: float = LOAD_LOCK_WAIT
     deletes it after LOAD_LOCK_STALE_SECONDS (its `expires`), and a waiting load takes over
     a lock older than that itself.
 
+    Args:
+        wh: the open warehouse.
+        wait_seconds: how long to wait for another load's lock (None: `wh.lock_wait_seconds`,
+            the setting BIGQUERY_LOCK_WAIT_SECONDS).
+
     Raises:
         BigQueryLockedError: another load held the lock for longer than `wait_seconds`.
     """
     lock_id = wh.table_id(LOAD_LOCK_TABLE)
-    _acquire_load_lock(wh, lock_id, wait_seconds)
+    _acquire_load_lock(wh, lock_id, wh.lock_wait_seconds if wait_seconds is None else wait_seconds)
     try:
         yield
     finally:

@@ -693,3 +693,35 @@ def test_two_runs_of_adjacent_ranges_at_once_on_bigquery_see_each_others_history
     assert len(together) == len(one_run)
     differing = [row for row, expected in zip(together, one_run, strict=True) if row != pytest.approx(expected)]
     assert differing == [], f"{len(differing)} of {len(one_run)} indicator rows differ from one full run"
+
+
+def test_a_bigquery_load_lock_held_past_the_wait_stops_the_cli_with_one_line(tmp_path, data_dir, bq_settings):
+    """Issue 19 case 9/10 on BigQuery: another load holds `<dataset>._load_lock` for longer than
+    BIGQUERY_LOCK_WAIT_SECONDS: one `error:` line, exit 1, no traceback; the run is recorded failed."""
+    bq = {
+        "WAREHOUSE_BACKEND": "bigquery",
+        "GCP_PROJECT_ID": bq_settings.gcp_project_id,
+        "BIGQUERY_DATASET": bq_settings.bigquery_dataset,
+        "BIGQUERY_LOCATION": bq_settings.bigquery_location,
+        "BIGQUERY_API_ENDPOINT": bq_settings.bigquery_api_endpoint,
+        "BIGQUERY_LOCK_WAIT_SECONDS": "2",
+    }
+    holder = bigquery_handler.connect(bq_settings)
+    bigquery_handler.create_schema(holder)
+    with bigquery_handler.load_transaction(holder):
+        result = subprocess.run(
+            [sys.executable, "-m", "src.pipeline", "run", "--no-progress", "--symbols", "IBM",
+             "--start", "2024-06-03", "--end", str(END)],
+            cwd=PROJECT_ROOT,
+            env=cli_process_env(tmp_path, FILE_SOURCE_DIR=str(data_dir), **bq),
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )  # fmt: skip
+    assert result.returncode == 1, result.stderr[-3000:]
+    assert "Traceback" not in result.stderr
+    error_lines = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert len(error_lines) == 1 and "_load_lock" in error_lines[0] and "is locked" in error_lines[0]
+    runs = [row["status"] for row in holder.client.query(f"SELECT status FROM `{holder.table_id('pipeline_runs')}`")]
+    holder.close()
+    assert runs == ["failed"]
