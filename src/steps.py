@@ -86,7 +86,7 @@ class Extracted:
     raw_keys: list[str] = field(default_factory=list)  # S3 keys of the landed replies (with S3)
     replies: list[FetchResult] = field(default_factory=list)  # the replies themselves (without S3)
     # The split events the sources sent, as JSON-ready rows (a handful per symbol, so they
-    # travel in XCom with the keys); see splits_frame.
+    # travel in XCom with the keys); load_batch checks them again and hands them to load_prices.
     splits: list[dict] = field(default_factory=list)
 
     def to_xcom(self) -> dict:
