@@ -51,7 +51,7 @@ from src.ingestion.raw_replies import prices_from_raw_reply
 from src.ingestion.sources import fetch_batch
 from src.ingestion.symbols import normalize_symbols
 from src.market_calendar import latest_completed_session, sessions_between, utc_now_iso
-from src.monitoring.alerting import send_run_alert
+from src.monitoring.alerting import send_run_alert, send_split_notice
 from src.monitoring.health_checks import check_freshness, run_pipeline_checks, table_ref
 from src.monitoring.metrics import publish_run_metrics
 from src.stop_signals import RunInterrupted, watch_stop_signals
@@ -101,7 +101,7 @@ class Extracted:
     raw_keys: list[str] = field(default_factory=list)  # S3 keys of the landed replies (with S3)
     replies: list[FetchResult] = field(default_factory=list)  # the replies themselves (without S3)
     # The split events the sources sent, as JSON-ready rows (a handful per symbol, so they
-    # travel in XCom with the keys); see splits_frame.
+    # travel in XCom with the keys); load_batch checks them again and hands them to load_prices.
     splits: list[dict] = field(default_factory=list)
 
     def to_xcom(self) -> dict:
@@ -576,12 +576,16 @@ def load_batch(transformed: Transformed, run_id: str, settings: Settings, wareho
     gap = settings.max_gap_sessions
     splits = check_splits(pd.DataFrame(transformed.splits, columns=SPLIT_COLUMNS), "this run's sources")
     if warehouse is not None:
-        return load_prices(warehouse, clean, quarantine, run_id, max_gap_sessions=gap, splits=splits)
-    warehouse = open_warehouse(settings)
-    try:
-        return load_prices(warehouse, clean, quarantine, run_id, max_gap_sessions=gap, splits=splits)
-    finally:
-        warehouse.close()
+        loaded = load_prices(warehouse, clean, quarantine, run_id, max_gap_sessions=gap, splits=splits)
+    else:
+        warehouse = open_warehouse(settings)
+        try:
+            loaded = load_prices(warehouse, clean, quarantine, run_id, max_gap_sessions=gap, splits=splits)
+        finally:
+            warehouse.close()
+    # A symbol whose history was rewritten for a new split: a notice in Slack (never fails the load).
+    send_split_notice(loaded.split_recomputes, run_id, settings)
+    return loaded
 
 
 def load_prices(

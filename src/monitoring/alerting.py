@@ -592,3 +592,28 @@ def send_run_alert(run: dict, settings: Settings, *, not_recorded: str = "") -> 
     text = "\n".join(lines)
     blocks = [{"type": "section", "text": {"type": "mrkdwn", "text": text[:SECTION_LIMIT]}}]
     return send_slack_alert(settings, text, blocks)
+
+
+def send_split_notice(recomputes: dict[str, list[str]], run_id: str, settings: Settings) -> bool:
+    """Tell Slack that a load learned new splits and rewrote those symbols' history (a notice, not a failure).
+
+    Every earlier adjusted price, indicator and bar of such a symbol changed, so charts and
+    signals a user saw before look different now: worth a line in the channel.
+
+    Args:
+        recomputes: symbol -> the split dates newly learned (`steps.Loaded.split_recomputes`).
+        run_id: the run that did it.
+        settings: loaded settings (SLACK_WEBHOOK_URL).
+
+    Returns:
+        True when Slack accepted the notice; False when there was nothing to say, alerts are
+        off, or Slack failed (never raises).
+    """
+    if not recomputes:
+        return False
+    lines = [f"Run {run_id} learned new stock splits and recomputed those symbols' history in full:"]
+    lines += [f"{symbol}: split(s) on {', '.join(dates)}" for symbol, dates in sorted(recomputes.items())]
+    lines.append("Adjusted prices, indicators and weekly/monthly bars of these symbols are on the new share basis.")
+    text = "\n".join(lines)
+    blocks = [{"type": "section", "text": {"type": "mrkdwn", "text": text[:SECTION_LIMIT]}}]
+    return send_slack_alert(settings, text, blocks)

@@ -8,6 +8,7 @@ tests/unit/test_splits.py).
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import sqlite3
 from datetime import date
@@ -184,10 +185,10 @@ def test_a_bad_splits_file_fails_its_symbol_with_a_clear_reason_and_writes_nothi
             assert conn.execute(f"SELECT COUNT(*) FROM {table} WHERE symbol = 'AAPL'").fetchone() == (0,), table
 
 
-def test_the_pipeline_records_the_recompute_when_a_splits_file_gains_a_split(tmp_path):
+def test_the_pipeline_records_the_recompute_when_a_splits_file_gains_a_split(tmp_path, slack_catcher):
     data_dir = tmp_path / "offline"
     write_offline(data_dir, "AAPL", "2005-01-03", "2005-03-31")
-    settings = pipeline_settings(tmp_path, data_dir)
+    settings = dataclasses.replace(pipeline_settings(tmp_path, data_dir), slack_webhook_url=slack_catcher.url)
     steps.run_pipeline(["AAPL"], date(2005, 1, 3), date(2005, 2, 25), settings, show_progress=False)
 
     (data_dir / "AAPL.splits.csv").write_text("effective_date,split_factor\n2000-06-21,2\n2005-02-28,2\n")
@@ -196,6 +197,9 @@ def test_the_pipeline_records_the_recompute_when_a_splits_file_gains_a_split(tmp
 
     assert summary.split_recomputes == {"AAPL": ["2000-06-21", "2005-02-28"]}
     assert again.split_recomputes == {}
+    notices = [payload["text"] for payload in slack_catcher.payloads()]
+    assert len(notices) == 1  # one notice, for the run that learned the splits
+    assert "AAPL: split(s) on 2000-06-21, 2005-02-28" in notices[0]
     with sqlite3.connect(tmp_path / "warehouse.db") as conn:
         recorded = conn.execute(
             "SELECT split_recomputes FROM pipeline_runs WHERE run_id = ?", (summary.run_id,)

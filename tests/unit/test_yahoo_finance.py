@@ -30,6 +30,7 @@ from src.ingestion.yahoo_finance import (
     YahooFrameError,
     fetch_yahoo_prices,
     normalize_yahoo_frame,
+    splits_from_yahoo_series,
     to_yahoo_symbol,
 )
 from tests.fixtures.market_data import load_bokeh_prices
@@ -448,3 +449,15 @@ def test_a_frame_fetched_with_auto_adjust_is_refused():
 def test_a_one_ticker_download_frame_with_adj_close_is_fine():
     prices = normalize_yahoo_frame(_downloaded(["IBM"]), "IBM")
     assert prices["trade_date"].tolist() == ["2013-02-28", "2013-03-01"]
+
+
+def test_yahoo_split_ratios_become_split_events_on_the_exchange_day():
+    # yfinance's Ticker.splits: ratio (new shares per old share) at midnight New York time.
+    # AAPL's 4-for-1 of 2020-08-31 and 7-for-1 of 2014-06-09 (public records).
+    index = pd.DatetimeIndex(["2014-06-09", "2020-08-31"]).tz_localize("America/New_York")
+    events = splits_from_yahoo_series(pd.Series([7.0, 4.0], index=index), "AAPL")
+
+    assert events.to_dict("records") == [
+        {"symbol": "AAPL", "effective_date": "2014-06-09", "split_factor": 7.0, "source": "yahoo"},
+        {"symbol": "AAPL", "effective_date": "2020-08-31", "split_factor": 4.0, "source": "yahoo"},
+    ]
