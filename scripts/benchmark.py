@@ -783,7 +783,9 @@ def peers_section(results: dict, machine: dict[str, str], args: argparse.Namespa
         PEERS_BEGIN,
         f"Run on {machine['date']} ({machine['cpus']} CPUs, {machine['cpu_model']}) with "
         f"`nice python scripts/benchmark.py --peers --symbols {args.symbols} --years {args.years:g} "
-        f"--repeats {args.repeats}`: {args.symbols} synthetic symbols x {args.years:g} years "
+        f"--repeats {args.repeats} --peer-timeout {args.peer_timeout:g}"
+        + (f" --before {args.before}" if args.before else "")
+        + f"`: {args.symbols} synthetic symbols x {args.years:g} years "
         f"({results['bars']:,} bars), file source, every contestant a process of its own, in turns, "
         f"best of {len(results['rounds'])} (of {args.repeats} asked).",
         "",
