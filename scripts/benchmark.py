@@ -19,6 +19,15 @@ What it measures (docs/benchmarks.md explains each row):
    the least time those limits allow;
 7. the Airflow DAG (measured by the local-stack run; taken from docs/local-stack.md).
 
+Two more modes, each writing its own section of docs/benchmarks.md (issue 22):
+--peers   the project's CLI next to real peers, each a process of its own on the same CSV
+          files: the tutorial script (pandas + `ta` + `to_sql` upsert) and dlt -> DuckDB /
+          SQLite (scripts/peers/, in their own virtualenv that this script creates), for a
+          backfill, a rerun of the unchanged range and a daily run; in turns, best of --repeats;
+--dag     daily_etl_pipeline on the local stack (scripts/run-local.sh, own ports) for one
+          session of --symbols symbols, per --dag-batch-sizes, timed from the trigger to the
+          run's end, every task's durations from Airflow's REST API.
+
 The data is SYNTHETIC (src/local_stack/synthetic_data.py: a deterministic random walk on real
 NYSE sessions), not market prices; it is generated once per work folder and reused.
 
@@ -26,6 +35,8 @@ Usage:
     python scripts/benchmark.py                          # small sizes, about a minute
     python scripts/benchmark.py --symbols 5000 --years 20 --batch-size 125 --repeats 5 \\
         --fetch-calls-per-minute 60 --fetch-min-interval 1.0   # the full figure (~23 min)
+    nice python scripts/benchmark.py --peers --symbols 500 --years 10 --repeats 2   # ~25 min
+    nice python scripts/benchmark.py --dag --symbols 500 --years 10 --dag-batch-sizes 125
 """
 
 from __future__ import annotations
@@ -796,7 +807,9 @@ def peers_section(results: dict, machine: dict[str, str], args: argparse.Namespa
         PEERS_BEGIN,
         f"Run on {machine['date']} ({machine['cpus']} CPUs, {machine['cpu_model']}) with "
         f"`nice python scripts/benchmark.py --peers --symbols {args.symbols} --years {args.years:g} "
-        f"--repeats {args.repeats}`: {args.symbols} synthetic symbols x {args.years:g} years "
+        f"--repeats {args.repeats} --peer-timeout {args.peer_timeout:g}"
+        + (f" --before {args.before}" if args.before else "")
+        + f"`: {args.symbols} synthetic symbols x {args.years:g} years "
         f"({results['bars']:,} bars), file source, every contestant a process of its own, in turns, "
         f"best of {len(results['rounds'])} (of {args.repeats} asked).",
         "",
