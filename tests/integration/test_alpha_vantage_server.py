@@ -358,6 +358,7 @@ def test_control_and_stats_endpoints(start_server, tmp_path, clock):
         "mode": "html",
         "total_requests": 1,
         "requests_by_symbol": {"IBM": 1},
+        "requests_by_function": {"TIME_SERIES_DAILY": 1},
         "accepted_calls_today": 1,
     }
     requests.post(control, params={"reset": "1", "mode": "normal"}, timeout=5)
