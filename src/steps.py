@@ -67,7 +67,13 @@ from src.storage.s3_handler import (
 from src.storage.warehouse import Warehouse, open_warehouse
 from src.transformation.indicators_vectorised import LOOKBACK_ROWS
 from src.transformation.series_kind import refuse_mixed_series
-from src.transformation.splits import SPLIT_COLUMNS, check_splits, empty_splits, new_split_events
+from src.transformation.splits import (
+    SPLIT_COLUMNS,
+    check_splits,
+    empty_splits,
+    new_split_events,
+    yahoo_rows_as_traded,
+)
 from src.transformation.transform import QUARANTINE_COLUMNS, transform_prices
 from src.transformation.warehouse_rows import build_recomputed_rows, build_warehouse_rows, unchanged_symbols
 
@@ -626,6 +632,7 @@ def load_prices(
     # and a failure anywhere leaves none of the batch, so the counts returned are the rows written.
     with warehouse.load_transaction():
         known, new_events = _known_and_new_splits(warehouse, symbols, splits)
+        clean = yahoo_rows_as_traded(clean, known)  # Yahoo's prices come split-adjusted: raw stays raw
         recompute = sorted(new_events["symbol"].unique().tolist()) if not new_events.empty else []
         incremental = [symbol for symbol in symbols if symbol not in recompute]
         to_load = clean[clean["symbol"].isin(incremental)] if recompute else clean

@@ -114,6 +114,40 @@ def add_adjusted_prices(prices: pd.DataFrame, splits: pd.DataFrame | None) -> pd
     return frame
 
 
+def yahoo_rows_as_traded(prices: pd.DataFrame, splits: pd.DataFrame | None) -> pd.DataFrame:
+    """Undo Yahoo's split adjustment on the rows from the `yahoo` source, so raw stays raw.
+
+    Yahoo has no as-traded series: its Close (even with auto_adjust=False) is already divided
+    by every split after the day, and its Volume multiplied. Back-adjusting such rows again
+    would divide them twice. Multiplying by the same cumulative factor gives the prices as
+    traded; `add_adjusted_prices` then gives the adjusted ones like for every other source.
+
+    Args:
+        prices: clean rows of any sources (symbol, trade_date, open..volume, source).
+        splits: every known split event of those symbols (SPLIT_COLUMNS), or None.
+
+    Returns:
+        The same frame when no Yahoo row has a split after it, else a copy with those rows'
+        prices multiplied and volumes divided (rounded to whole shares) by the factor.
+
+    Example:
+        AAPL from Yahoo on 2005-02-25 (before the 2005-02-28 2:1 split) closes at 44.495;
+        with that split known, the row becomes 88.99, the price it traded at.
+    """
+    from_yahoo = (prices["source"] == "yahoo").to_numpy() if "source" in prices else np.zeros(len(prices), bool)
+    if not from_yahoo.any() or splits is None or splits.empty:
+        return prices
+    factor = row_factors(prices.loc[from_yahoo], splits)
+    if (factor == 1.0).all():
+        return prices
+    frame = prices.copy()
+    for column in ("open", "high", "low", "close"):
+        frame.loc[from_yahoo, column] = frame.loc[from_yahoo, column].astype("float64").to_numpy() * factor
+    volume = frame.loc[from_yahoo, "volume"].astype("float64").to_numpy() / factor
+    frame.loc[from_yahoo, "volume"] = np.rint(volume).astype(frame["volume"].dtype)
+    return frame
+
+
 def adjusted_view(prices: pd.DataFrame) -> pd.DataFrame:
     """The prices with the adjusted values in the plain column names (close = adj_close, ...).
 

@@ -208,3 +208,30 @@ def test_the_pipeline_records_the_recompute_when_a_splits_file_gains_a_split(tmp
         assert conn.execute(
             "SELECT close, adj_close FROM fact_daily_prices WHERE symbol = 'AAPL' AND trade_date = '2005-02-25'"
         ).fetchone() == (88.99, 88.99 / 2)
+
+
+def test_a_yahoo_history_across_a_split_is_stored_as_traded_and_adjusted_once(tmp_path):
+    """Yahoo serves split-adjusted prices: the warehouse must hold what a file of as-traded prices gives."""
+    real = real_rows(("AAPL",), "2004-06-01", "2005-06-30")
+    aapl_split = SPLITS[(SPLITS["symbol"] == "AAPL") & (SPLITS["effective_date"] == "2005-02-28")].assign(
+        source="yahoo"
+    )
+    # What yfinance returns for these days: every price before 2005-02-28 halved, volume doubled.
+    before = real["trade_date"] < "2005-02-28"
+    yahoo = real.assign(source="yahoo")
+    for column in ("open", "high", "low", "close"):
+        yahoo.loc[before, column] = real.loc[before, column] / 2
+    yahoo.loc[before, "volume"] = real.loc[before, "volume"] * 2
+
+    load(tmp_path / "file.db", [(real, aapl_split.assign(source="file"))])
+    load(tmp_path / "yahoo.db", [(yahoo, aapl_split)])
+
+    expected, actual = tables(tmp_path / "file.db"), tables(tmp_path / "yahoo.db")
+    prices = ["open", "high", "low", "close", "volume", "adj_open", "adj_high", "adj_low", "adj_close", "adj_volume"]
+    pd.testing.assert_frame_equal(
+        actual["fact_daily_prices"][prices], expected["fact_daily_prices"][prices], check_exact=False, rtol=1e-12
+    )
+    stored = actual["fact_daily_prices"].set_index("trade_date")
+    assert stored.loc["2005-02-25", "close"] == pytest.approx(88.99)  # as traded, not Yahoo's 44.495
+    assert stored.loc["2005-02-25", "adj_close"] == pytest.approx(88.99 / 2)  # divided once
+    assert stored.loc["2005-02-28", "quality_flags"] == "split"

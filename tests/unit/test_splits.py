@@ -16,6 +16,7 @@ import pytest
 import talib
 
 from src.transformation.splits import (
+    yahoo_rows_as_traded,
     SplitDataError,
     add_adjusted_prices,
     check_splits,
@@ -199,3 +200,32 @@ def test_only_unknown_or_changed_split_events_are_new():
     assert new_split_events(incoming, incoming).empty
     changed = incoming.assign(split_factor=[2.0, 3.0])
     assert new_split_events(changed, incoming)["effective_date"].tolist() == ["2005-02-28"]
+
+
+def test_yahoo_rows_are_brought_back_to_as_traded_before_they_are_adjusted_once():
+    """Yahoo's Close is already split-adjusted: adjusting it again would divide it twice (issue 21)."""
+    real = clean_real("AAPL")
+    factor = cumulative_factors(real["trade_date"], AAPL_SPLITS)
+    # What Yahoo serves for the same days: prices divided and volumes multiplied by the splits after them.
+    yahoo = real.assign(source="yahoo")
+    for column in ("open", "high", "low", "close"):
+        yahoo[column] = real[column] / factor
+    yahoo["volume"] = (real["volume"] * factor).astype(real["volume"].dtype)
+
+    as_traded = yahoo_rows_as_traded(yahoo, AAPL_SPLITS)
+
+    for column in ("open", "high", "low", "close"):
+        np.testing.assert_allclose(as_traded[column].to_numpy(), real[column].to_numpy(), rtol=1e-12)
+    assert (as_traded["volume"] == real["volume"]).all()
+    # Loaded like that, the Yahoo history gets the adjusted prices of the as-traded source.
+    from_yahoo = warehouse_rows(as_traded, AAPL_SPLITS)["fact_daily_prices"].set_index("trade_date")
+    from_file = warehouse_rows(real, AAPL_SPLITS)["fact_daily_prices"].set_index("trade_date")
+    np.testing.assert_allclose(from_yahoo["adj_close"], from_file["adj_close"], rtol=1e-12)
+    assert from_yahoo.loc["2000-06-20", "adj_close"] == pytest.approx(101.25 / 4)
+
+
+def test_rows_of_other_sources_and_yahoo_rows_after_the_last_split_are_left_as_they_are():
+    real = clean_real("AAPL")
+    assert yahoo_rows_as_traded(real, AAPL_SPLITS) is real  # source "file"
+    recent = real[real["trade_date"] >= "2005-02-28"].assign(source="yahoo")
+    assert yahoo_rows_as_traded(recent, AAPL_SPLITS) is recent
