@@ -16,12 +16,12 @@ import pytest
 import talib
 
 from src.transformation.splits import (
-    yahoo_rows_as_traded,
     SplitDataError,
     add_adjusted_prices,
     check_splits,
     cumulative_factors,
     new_split_events,
+    yahoo_rows_as_traded,
 )
 from src.transformation.transform import transform_prices
 from src.transformation.warehouse_rows import build_warehouse_rows
