@@ -170,11 +170,12 @@ def test_real_dashboard_renders_every_chart_without_errors(browser, real_dashboa
     assert page.locator("section.symbol h2").all_inner_texts() == [
         f"{symbol} real prices (file)" for symbol in ("AAPL", "GOOG", "MSFT", "IBM")
     ]
-    # Each symbol chart draws close, 3 SMAs, VWAP, RSI and volume: 7 traces.
+    # Each symbol chart draws the adjusted close, the as-traded close (hidden until clicked in the
+    # legend), 3 SMAs, VWAP, RSI and volume: 8 traces.
     traces = page.evaluate(
         "() => Array.from(document.querySelectorAll('section.symbol .js-plotly-plot')).map(d => d.data.length)"
     )
-    assert traces == [7, 7, 7, 7]
+    assert traces == [8, 8, 8, 8]
     assert page.locator("#signals-table tbody tr").count() == 4
     assert page.locator("#synthetic-banner").count() == 0
     # The day IBM's close was quarantined left a hole in its stored history: the page must say so
