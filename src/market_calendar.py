@@ -96,13 +96,19 @@ def latest_completed_session(now: datetime | None = None) -> date:
 def sessions_between(first: date, last: date) -> list[date]:
     """The NYSE sessions from `first` to `last`, both included (empty when first > last).
 
+    The range is cut to the calendar's span (CALENDAR_FIRST_DAY..CALENDAR_LAST_DAY): a date
+    outside it (a bad source row dated 1969) has no sessions instead of an exchange_calendars error.
+
     Example:
         >>> sessions_between(date(2024, 7, 3), date(2024, 7, 5))  # 07-04 is a holiday
         [datetime.date(2024, 7, 3), datetime.date(2024, 7, 5)]
     """
+    calendar = nyse_calendar()
+    first = max(first, calendar.first_session.date())
+    last = min(last, calendar.last_session.date())
     if first > last:
         return []
-    return [day.date() for day in nyse_calendar().sessions_in_range(first.isoformat(), last.isoformat())]
+    return [day.date() for day in calendar.sessions_in_range(first.isoformat(), last.isoformat())]
 
 
 def recent_sessions(last: date, count: int) -> list[date]:
