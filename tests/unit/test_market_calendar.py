@@ -81,6 +81,10 @@ def test_new_york_today_is_the_date_in_new_york():
 
 def test_sessions_between_a_range_reaching_past_the_calendar_is_cut_to_it():
     # A bad source row dated 1969 must not crash the run that asks about it (issue 19 case 6).
-    assert sessions_between(date(1969, 1, 1), date(1970, 1, 6)) == [date(1970, 1, 2), date(1970, 1, 5), date(1970, 1, 6)]
+    assert sessions_between(date(1969, 1, 1), date(1970, 1, 6)) == [
+        date(1970, 1, 2),
+        date(1970, 1, 5),
+        date(1970, 1, 6),
+    ]
     assert sessions_between(date(1960, 1, 1), date(1969, 12, 31)) == []
     assert sessions_between(date(2040, 12, 31), date(2041, 1, 10))[-1] <= date(2040, 12, 31)
