@@ -15,7 +15,10 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
 VENV="${VENV_DIR:-$ROOT/.venv}"
 OUT="${1:-$ROOT/lambda-build/transform.zip}"
-BUILD="$ROOT/lambda-build/package"
+# A fresh folder per build: two builds at once (CI and a developer, two test runs) never
+# write into each other's package, and nothing of an earlier build is left in the zip.
+BUILD="$(mktemp -d "${TMPDIR:-/tmp}/cloudscale-lambda.XXXXXX")"
+trap 'rm -rf "$BUILD"' EXIT
 
 # Pure-Python dependencies of the transform path that the layer does not ship.
 EXTRA_PACKAGES=(python-dotenv exchange-calendars pyluach korean-lunar-calendar toolz tzdata tqdm
@@ -30,8 +33,7 @@ for package in "${EXTRA_PACKAGES[@]}"; do
   pins+=("$pin")
 done
 
-rm -rf "$BUILD"
-mkdir -p "$BUILD" "$(dirname "$OUT")"
+mkdir -p "$(dirname "$OUT")"
 echo "==> Installing ${#pins[@]} pinned packages for the Lambda runtime (python3.11, x86_64)"
 "$VENV/bin/python" -m pip install --quiet --no-deps --only-binary=:all: \
   --platform manylinux2014_x86_64 --python-version 3.11 --implementation cp \
